@@ -1,0 +1,140 @@
+"""The model card (``models/<name>/<version>/manifest.json``): the contract between trainer and server.
+
+The trainer writes it with :meth:`Manifest.write`; the server reads it with :meth:`Manifest.read`
+and checks it against the ONNX session before serving. Both sides use this one schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from app.media import MODALITIES
+
+SCHEMA_VERSION = 1
+FusionKind = Literal["early", "intermediate", "late", "gated", "lowrank", "unimodal"]
+DType = Literal["uint8", "float32", "int64", "bool"]
+
+
+class TensorSpec(BaseModel):
+    """One input or output of the ONNX graph. ``-1`` marks a dynamic dimension (the batch)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    dtype: DType
+    shape: list[int]
+
+    @field_validator("shape")
+    @classmethod
+    def _dims(cls, shape: list[int]) -> list[int]:
+        if not shape or any(d < -1 or d == 0 for d in shape):
+            raise ValueError(f"shape must be a non-empty list of positive dims or -1, got {shape}")
+        return shape
+
+
+class DecodeParams(BaseModel):
+    """How raw media becomes the input tensors (see :mod:`app.media`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_size: int = 28
+    sample_rate: int = 16_000
+    audio_samples: int = 16_000
+    text_bytes: int = 64
+
+
+class Explain(BaseModel):
+    """How per-modality contributions are computed for this model.
+
+    ``gate_weights``: the model outputs per-modality softmax weights (output ``output``),
+    renormalised over the present modalities. ``leave_one_out``: the server re-runs the model
+    with each present modality masked and reports the drop in the predicted class's probability.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["gate_weights", "leave_one_out", "none"] = "leave_one_out"
+    output: str | None = None
+
+
+class Manifest(BaseModel):
+    """Everything a server, a client and a reader of the report need to know about one model."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    schema_version: int = SCHEMA_VERSION
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
+    version: int = Field(ge=1)
+    fusion: FusionKind
+    description: str = ""
+    modalities: list[Literal["image", "audio", "text"]]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    logits_output: str = "logits"
+    explain: Explain = Explain()
+    decode: DecodeParams = DecodeParams()
+    labels: list[str]
+    metrics: dict[str, Any] = {}
+    training: dict[str, Any] = {}
+    data_fingerprint: str = ""
+    onnx_sha256: str = ""
+    created: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        names = [t.name for t in self.inputs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate input names: {names}")
+        if not self.modalities:
+            raise ValueError("a model needs at least one modality")
+        for modality in self.modalities:
+            if modality not in names:
+                raise ValueError(f"modality {modality!r} has no input tensor of that name")
+        unknown = [n for n in names if n not in (*MODALITIES, "mask")]
+        if unknown:
+            raise ValueError(f"inputs {unknown} are not one of {[*MODALITIES, 'mask']}")
+        outs = {t.name: t for t in self.outputs}
+        if self.logits_output not in outs:
+            raise ValueError(f"logits output {self.logits_output!r} is not among the outputs")
+        if outs[self.logits_output].shape[-1] != len(self.labels):
+            raise ValueError(
+                f"{len(self.labels)} labels but logits has {outs[self.logits_output].shape[-1]} classes"
+            )
+        if self.explain.method == "gate_weights" and self.explain.output not in outs:
+            raise ValueError(f"explain output {self.explain.output!r} is not among the outputs")
+        return self
+
+    @property
+    def has_mask(self) -> bool:
+        """Whether the graph takes the ``mask`` input (all fusion models do)."""
+        return any(t.name == "mask" for t in self.inputs)
+
+    def input(self, name: str) -> TensorSpec:
+        """The spec of the input called ``name``."""
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    @classmethod
+    def read(cls, path: Path) -> Manifest:
+        """Parse and validate a manifest file (raises ``ValueError`` with the reason)."""
+        return cls.model_validate_json(path.read_text(encoding="utf-8"))
+
+    def write(self, path: Path) -> None:
+        """Write the manifest as indented JSON, keys in schema order."""
+        path.write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, streamed (for ``onnx_sha256``)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,116 @@
+"""Image bytes or arrays -> the model's ``image`` tensor (uint8 [size, size], grayscale).
+
+Pillow does the decoding. The digit is kept whole: the picture is scaled to fit the
+square (aspect kept) and padded with black, the MNIST background.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from app.media.errors import MediaError, MediaTooLarge
+
+DEFAULT_SIZE = 28
+DEFAULT_MAX_PIXELS = 40_000_000  # 40 MP: above any camera photo, below a decompression bomb
+
+
+def decode_image(
+    data: bytes, *, size: int = DEFAULT_SIZE, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Decode PNG/JPEG/any Pillow format into a uint8 ``[size, size]`` grayscale array.
+
+    The pixel count is checked from the header before any pixel is decoded.
+
+    Raises:
+        MediaError: empty, truncated or unrecognised bytes.
+        MediaTooLarge: more than ``max_pixels`` pixels.
+    """
+    if not data:
+        raise MediaError("image", "is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width * height > max_pixels:
+                raise MediaTooLarge(
+                    "image", f"has {width}x{height} pixels, more than the limit of {max_pixels}"
+                )
+            if width == 0 or height == 0:
+                raise MediaError("image", f"has no pixels ({width}x{height})")
+            img.load()
+    except MediaError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise MediaTooLarge("image", f"is too large to decode: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise MediaError("image", "is not an image format that can be read (PNG, JPEG, ...)") from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise MediaError("image", f"could not be decoded: {exc}") from exc
+    img = ImageOps.exif_transpose(img)
+    return _to_square(_to_grayscale(img), size)
+
+
+def image_from_array(
+    array: np.ndarray, *, size: int = DEFAULT_SIZE, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Turn an ``[H, W]`` or ``[H, W, C]`` array (C = 1, 3 or 4) into the model's image.
+
+    Integer arrays must hold 0..255; float arrays must hold 0..1 (the MNIST convention).
+
+    Raises:
+        MediaError: wrong rank, channel count, non-finite or out-of-range values.
+        MediaTooLarge: more than ``max_pixels`` pixels.
+    """
+    arr = np.asarray(array)
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
+        raise MediaError(
+            "image", f"array must have shape [H, W] or [H, W, C] with C in 1, 3, 4; got {list(arr.shape)}"
+        )
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise MediaError("image", f"array has no pixels ({list(arr.shape)})")
+    if arr.shape[0] * arr.shape[1] > max_pixels:
+        raise MediaTooLarge("image", f"array has more than {max_pixels} pixels")
+    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise MediaError("image", f"array must hold integers 0..255 or floats 0..1, not {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise MediaError("image", "array holds NaN or infinite values")
+        if arr.min() < 0.0 or arr.max() > 1.0:
+            raise MediaError("image", "float array values must lie in [0, 1]")
+        arr = np.rint(arr * 255.0)
+    elif arr.min() < 0 or arr.max() > 255:
+        raise MediaError("image", "integer array values must lie in 0..255")
+    arr = arr.astype(np.uint8)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    mode = {2: "L", 3: "RGB", 4: "RGBA"}[arr.shape[2] if arr.ndim == 3 else 2]
+    return _to_square(_to_grayscale(Image.fromarray(arr, mode=mode)), size)
+
+
+def _to_grayscale(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit ``L``; transparency is composited onto black."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        if img.mode == "F" and arr.max(initial=0) <= 1.0:
+            top = 1.0
+        scaled = np.clip(np.rint(arr / top * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(scaled, mode="L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("LA", "La", "PA", "RGBA", "RGBa"):
+        rgba = img.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(black, rgba).convert("L")
+    return img.convert("L")
+
+
+def _to_square(img: Image.Image, size: int) -> np.ndarray:
+    if img.size != (size, size):
+        img = ImageOps.pad(img, (size, size), method=Image.Resampling.LANCZOS, color=0)
+    return np.asarray(img, dtype=np.uint8).copy()
