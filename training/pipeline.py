@@ -1,0 +1,135 @@
+"""Train -> export -> evaluate -> report, for any set of models on any data set.
+
+The report is rebuilt from the manifests of the latest version of every model in the
+repository, so it always describes what would be served.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from app.manifest import Manifest
+from training.data import MultimodalDataset, load_dataset
+from training.evaluate import Evaluation, evaluate_model, from_manifest
+from training.export import export_model
+from training.fusion import FUSIONS, UNIMODAL, Features
+from training.graph import featurize
+from training.report import write_report
+from training.train import TrainConfig, train_model
+
+log = logging.getLogger(__name__)
+ALL_MODELS = (*FUSIONS, *UNIMODAL)
+
+
+def resolve_models(spec: str) -> list[str]:
+    """``all`` | ``fusions`` | ``baselines`` | a comma-separated list of model names."""
+    groups = {"all": list(ALL_MODELS), "fusions": list(FUSIONS), "baselines": list(UNIMODAL)}
+    if spec in groups:
+        return groups[spec]
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ALL_MODELS]
+    if unknown or not names:
+        raise ValueError(
+            f"unknown model(s) {unknown or spec!r}; choose from all, fusions, baselines, {ALL_MODELS}"
+        )
+    return names
+
+
+def _tensors(ds: MultimodalDataset) -> tuple[Features, torch.Tensor, torch.Tensor]:
+    feats = featurize(ds.image, ds.audio, ds.text)
+    return (
+        feats,
+        torch.from_numpy(np.asarray(ds.mask, np.float32)),
+        torch.from_numpy(ds.label.astype(np.int64)),
+    )
+
+
+def latest_models(out: Path) -> list[Path]:
+    """``out/<name>/<highest version>`` for every model that has a manifest."""
+    dirs = []
+    for model_dir in sorted(p for p in out.iterdir() if p.is_dir()):
+        versions = [v for v in model_dir.iterdir() if v.name.isdigit() and (v / "manifest.json").exists()]
+        if versions:
+            dirs.append(max(versions, key=lambda v: int(v.name)))
+    return dirs
+
+
+def report(out: Path, info: dict[str, Any]) -> Path:
+    """Rebuild ``REPORT.md`` from the latest manifests in ``out``."""
+    order = {name: i for i, name in enumerate(ALL_MODELS)}
+    evals: list[Evaluation] = []
+    for d in latest_models(out):
+        manifest = Manifest.read(d / "manifest.json")
+        if "test_accuracy" in manifest.metrics:
+            evals.append(from_manifest(manifest, (d / "model.onnx").stat().st_size))
+    evals.sort(key=lambda e: order.get(e.name, len(order)))
+    info.setdefault("total_train_seconds", sum(e.train_seconds for e in evals))
+    return write_report(evals, out, info)
+
+
+def run(
+    models: list[str],
+    *,
+    source: str = "default",
+    epochs: int = 12,
+    seed: int = 0,
+    out: Path = Path("models"),
+    version: int | None = None,
+    limit: int | None = None,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+    command: str = "",
+) -> list[Path]:
+    """Train, export and evaluate each model, then rewrite the report; returns the version dirs."""
+    start = time.perf_counter()
+    ds = load_dataset(source, seed=seed, limit=limit, cache_dir=cache_dir, progress=progress)
+    train, val, test = (ds.split_view(s) for s in ("train", "val", "test"))
+    if min(len(train), len(val), len(test)) == 0:
+        raise ValueError(f"data set {source!r} needs rows in train, val and test splits")
+    train_t, val_t = _tensors(train), _tensors(val)
+    out.mkdir(parents=True, exist_ok=True)
+    dirs = []
+    for name in models:
+        cfg = TrainConfig(model=name, epochs=epochs, seed=seed)
+        model, info = train_model(cfg, len(ds.labels), train_t, val_t, progress=progress)
+        training = {**cfg.to_dict(), **info, "data": source, "limit": limit}
+        path = export_model(
+            model,
+            name=name,
+            out=out,
+            version=version,
+            labels=ds.labels,
+            training=training,
+            data_fingerprint=ds.fingerprint,
+        )
+        params = sum(p.numel() for p in model.parameters())
+        evaluation = evaluate_model(
+            path, test, params=params, train_seconds=float(info["train_seconds"]), seed=seed
+        )
+        manifest = Manifest.read(path / "manifest.json")
+        manifest.metrics = {**evaluation.metrics(), **manifest.metrics}
+        manifest.write(path / "manifest.json")
+        log.info("%s: test accuracy %.3f -> %s", name, evaluation.accuracy, path)
+        if progress:
+            print(f"{name:>13}: test accuracy {100 * evaluation.accuracy:5.1f}%  -> {path}")
+        dirs.append(path)
+    info_all = {
+        "data": source,
+        "fingerprint": ds.fingerprint,
+        "seed": seed,
+        "epochs": epochs,
+        "n_train": len(train),
+        "n_val": len(val),
+        "n_test": len(test),
+        "threads": torch.get_num_threads(),
+        "command": command or "python -m training train",
+        "wall_seconds": round(time.perf_counter() - start, 1),
+    }
+    report(out, info_all)
+    return dirs
