@@ -1,0 +1,1 @@
+"""The HTTP layer: thin routers, dependencies, middleware, error handlers, OpenAPI details."""

@@ -1,0 +1,136 @@
+"""Predict request bodies (JSON or multipart/form-data) -> samples and options for the service.
+
+The JSON body is parsed and validated once, from bytes, by pydantic-core; base64 and arrays are
+left as they are for :mod:`app.inputs` to decode. Error messages name the field at fault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import Request
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from app.errors import BadRequest, InvalidInput
+from app.inputs import RawInput, Sample
+from app.schemas import Instance, Options, PredictRequest
+from app.service import INLINE_DECODE_BYTES, PredictOptions
+
+FORM_FIELDS = ("image", "audio", "text", "top_k", "explain", "version")
+MAX_ERRORS = 3
+
+
+def describe_validation(errors: Sequence[Any]) -> str:
+    """pydantic errors -> ``"field.path: what is wrong; ..."`` (the first few)."""
+    parts = []
+    for err in list(errors)[:MAX_ERRORS]:
+        loc = [p for p in err.get("loc", ()) if p not in ("body", "path", "query", "header")]
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "body"
+        if err.get("type") == "extra_forbidden":
+            parts.append(f"{where}: unknown field")
+        else:
+            msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+            parts.append(f"{where}: {msg}")
+    more = len(errors) - MAX_ERRORS
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+async def parse_predict(request: Request) -> tuple[list[Sample], PredictOptions, bool]:
+    """The samples, the options, and whether the client sent ``instances`` (a list answer).
+
+    Raises:
+        BadRequest: empty body, malformed JSON, unreadable multipart, bad text encoding.
+        InvalidInput: schema violations (unknown field, wrong type, both b64 and array, ...).
+        PayloadTooLarge: the body is over ``max_body_bytes`` (raised while it is read).
+    """
+    content_type = request.headers.get("content-type", "").lower()
+    if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        return await _parse_form(request)
+    body = await request.body()
+    if not body.strip():
+        raise BadRequest("empty request body: send JSON (application/json) or multipart/form-data")
+    if len(body) > INLINE_DECODE_BYTES:  # parsing megabytes of JSON arrays would stall the event loop
+        return await asyncio.to_thread(_parse_json, body)
+    return _parse_json(body)
+
+
+def _parse_json(body: bytes) -> tuple[list[Sample], PredictOptions, bool]:
+    try:
+        req = PredictRequest.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        if any(e["type"] == "json_invalid" for e in errors):
+            raise BadRequest(f"malformed JSON: {errors[0]['msg']}") from None
+        raise InvalidInput(describe_validation(errors)) from None
+    if req.instances is None:
+        samples = [_sample(req, "")]
+    else:
+        samples = [_sample(inst, f"instances[{i}].") for i, inst in enumerate(req.instances)]
+    return samples, _options(req.options), req.instances is not None
+
+
+def _sample(inst: Instance, prefix: str) -> Sample:
+    sample: dict[str, RawInput] = {}
+    if inst.image is not None:
+        image = inst.image
+        field = f"{prefix}image"
+        sample["image"] = (
+            RawInput("b64", image.b64, field)
+            if image.b64 is not None
+            else RawInput("array", image.array, field)
+        )
+    if inst.audio is not None:
+        audio = inst.audio
+        field = f"{prefix}audio"
+        sample["audio"] = (
+            RawInput("b64", audio.b64, field)
+            if audio.b64 is not None
+            else RawInput("array", audio.array, field, audio.sample_rate)
+        )
+    if inst.text is not None:
+        sample["text"] = RawInput("text", inst.text, f"{prefix}text")
+    return sample
+
+
+def _options(options: Options) -> PredictOptions:
+    return PredictOptions(top_k=options.top_k, explain=options.explain, version=options.version)
+
+
+async def _parse_form(request: Request) -> tuple[list[Sample], PredictOptions, bool]:
+    sample: dict[str, RawInput] = {}
+    raw_options: dict[str, str] = {}
+    async with request.form(max_files=len(FORM_FIELDS), max_fields=len(FORM_FIELDS)) as form:
+        seen: set[str] = set()
+        for key, value in form.multi_items():
+            if key in seen:
+                raise InvalidInput(f"{key}: given more than once")
+            seen.add(key)
+            if key not in FORM_FIELDS:
+                raise InvalidInput(f"{key}: unknown field; multipart takes {list(FORM_FIELDS)}")
+            if key in ("image", "audio"):
+                if not isinstance(value, UploadFile):
+                    raise InvalidInput(f"{key}: must be a file part (e.g. curl -F {key}=@file)")
+                sample[key] = RawInput("bytes", await value.read(), key)
+            elif key == "text":
+                sample["text"] = RawInput("text", await _text(value), "text")
+            elif isinstance(value, UploadFile):
+                raise InvalidInput(f"{key}: must be a plain field, not a file")
+            else:
+                raw_options[key] = value
+    try:
+        options = Options.model_validate(raw_options)
+    except ValidationError as exc:
+        raise InvalidInput(describe_validation(exc.errors(include_url=False))) from None
+    return [sample], _options(options), False
+
+
+async def _text(value: str | UploadFile) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return (await value.read()).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"text: the file is not UTF-8 ({exc.reason} at byte {exc.start})") from None

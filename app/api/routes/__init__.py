@@ -1,0 +1,1 @@
+"""Routers: ``health`` and ``metrics`` (always open), ``v1`` (the friendly API)."""

@@ -1,0 +1,146 @@
+"""The friendly API: model listing and metadata, predict (JSON or multipart). Thin: parse, call, render."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import JSONResponse
+
+from app.api.deps import ApiKeyDep, RepositoryDep, ServiceDep
+from app.api.parsing import parse_predict
+from app.errors import NotReady
+from app.repository import ModelRepository
+from app.runtime import ModelRuntime
+from app.schemas import (
+    ErrorBody,
+    ModelList,
+    ModelMetadata,
+    ModelReadiness,
+    PredictionsResponse,
+    PredictResponse,
+)
+
+FORMATS = {
+    "image": ["png", "jpeg", "bmp", "gif", "tiff", "webp", "array"],
+    "audio": ["wav", "flac", "ogg", "array"],
+    "text": ["utf-8"],
+}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorBody} for code in codes}
+
+
+router = APIRouter(prefix="/v1", tags=["v1"], dependencies=[ApiKeyDep], responses=_errors(401, 503))
+NameParam = Path(description="Model name", examples=["late"])
+VersionParam = Path(ge=1, description="Model version", examples=[1])
+
+
+@router.get("/models", response_model=ModelList, summary="Every model, its versions and readiness")
+async def list_models(repository: RepositoryDep) -> dict[str, Any]:
+    return {"models": [_summary(repository, name) for name in repository.names()]}
+
+
+@router.get(
+    "/models/{name}",
+    response_model=ModelMetadata,
+    responses=_errors(404),
+    summary="Metadata of the default version",
+)
+async def model_metadata(service: ServiceDep, name: str = NameParam) -> dict[str, Any]:
+    return _metadata(service.repository, await service.model(name))
+
+
+@router.get(
+    "/models/{name}/versions/{version}",
+    response_model=ModelMetadata,
+    responses=_errors(404),
+    summary="Metadata of one version (loaded on first use)",
+)
+async def version_metadata(
+    service: ServiceDep, name: str = NameParam, version: int = VersionParam
+) -> dict[str, Any]:
+    return _metadata(service.repository, await service.model(name, version))
+
+
+@router.get(
+    "/models/{name}/ready",
+    response_model=ModelReadiness,
+    responses=_errors(404),
+    summary="200 when the default version is ready, else 503",
+)
+async def model_ready(service: ServiceDep, name: str = NameParam) -> dict[str, Any]:
+    runtime = await service.model(name)
+    if not runtime.ready:
+        raise NotReady(f"model {name!r} version {runtime.version} is {runtime.state.value}")
+    return {"name": name, "version": runtime.version, "ready": True}
+
+
+@router.post(
+    "/models/{name}/predict",
+    summary="Classify one sample or several (any non-empty subset of image, audio, text)",
+    response_model=None,
+    responses={
+        200: {"model": PredictResponse | PredictionsResponse, "description": "One answer, or {predictions}"},
+        **_errors(400, 404, 413, 422),
+    },
+)
+async def predict(request: Request, service: ServiceDep, name: str = NameParam) -> JSONResponse:
+    service.repository.require(name)  # 404/503 before reading a body meant for nothing
+    samples, options, many = await parse_predict(request)
+    answers = await service.predict(name, samples, options)
+    if many:
+        return JSONResponse({"predictions": [a.to_dict() for a in answers]})
+    return JSONResponse(answers[0].to_dict())
+
+
+def _summary(repository: ModelRepository, name: str) -> dict[str, Any]:
+    versions = repository.versions(name)
+    latest = repository.default_version(name) or versions[-1]
+    runtime = repository.peek(name, latest)
+    manifest = runtime.manifest if runtime else None
+    return {
+        "name": name,
+        "versions": versions,
+        "latest": latest,
+        "fusion": manifest.fusion if manifest else None,
+        "modalities": list(manifest.modalities) if manifest else [],
+        "ready": bool(runtime and runtime.ready),
+        "provider": runtime.provider if runtime else None,
+    }
+
+
+def _metadata(repository: ModelRepository, runtime: ModelRuntime) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": runtime.name,
+        "version": runtime.version,
+        "versions": repository.versions(runtime.name),
+        "fusion": None,
+        "description": "",
+        "modalities": {},
+        "labels": [],
+        "provider": runtime.provider,
+        "ready": runtime.ready,
+        "state": runtime.state.value,
+        "reason": runtime.reason,
+        "explain": None,
+        "metrics": {},
+        "inputs": [],
+        "outputs": [],
+    }
+    m = runtime.manifest
+    if m is not None:
+        meta |= {
+            "fusion": m.fusion,
+            "description": m.description,
+            "modalities": {
+                mod: {"formats": FORMATS[mod], "tensor": m.input(mod).model_dump()} for mod in m.modalities
+            },
+            "labels": m.labels,
+            "explain": m.explain.method,
+            "metrics": m.metrics,
+            "inputs": [t.model_dump() for t in m.inputs],
+            "outputs": [t.model_dump() for t in m.outputs],
+        }
+    return meta

@@ -1,0 +1,106 @@
+"""The application factory and the server entry point.
+
+``create_app()`` builds a FastAPI app whose lifespan loads the model repository in the
+background (``/health/ready`` is 503 until it is done) and unloads it at shutdown.
+``run()`` is ``python -m app`` / ``make serve``: uvicorn with the ``FUSION_*`` settings.
+Also usable as ``uvicorn app.main:create_app --factory``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api.handlers import install_handlers
+from app.api.middleware import BodyLimitMiddleware, MetricsMiddleware
+from app.api.openapi import install_openapi
+from app.api.routes import health, v1, v2
+from app.api.routes import metrics as metrics_routes
+from app.config import Settings, load_settings
+from app.errors import ConfigError
+from app.metrics import Metrics
+from app.repository import ModelRepository
+from app.service import InferenceService
+
+log = logging.getLogger("app")
+VERSION = "0.1.0"
+DESCRIPTION = """Multimodal (image + audio + text) fusion classifiers served with onnxruntime.
+
+Send any non-empty subset of modalities to `POST /v1/models/{name}/predict`; missing ones are
+masked. Errors are always `{"error": "..."}`. See `docs/api.md` and `docs/serving.md`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app. Settings come from the environment unless given.
+
+    Raises:
+        ConfigError: invalid settings or unavailable execution providers (fails at start).
+    """
+    settings = settings if settings is not None else load_settings()
+    _configure_logging(settings.log_level)
+    metrics = Metrics()
+    repository = ModelRepository(settings, metrics)
+    service = InferenceService(repository, settings, metrics)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.create_task(repository.start(), name="repository-start")
+        loading.add_done_callback(_log_failure)
+        try:
+            yield
+        finally:
+            loading.cancel()
+            await asyncio.gather(loading, return_exceptions=True)
+            await repository.close()
+
+    app = FastAPI(title="fusionserve", version=VERSION, description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.repository = repository
+    app.state.service = service
+    install_handlers(app)
+    app.include_router(health.router)
+    app.include_router(metrics_routes.router)
+    app.include_router(v1.router)
+    app.include_router(v2.router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, repository=repository)  # outermost
+    install_openapi(app)
+    return app
+
+
+def run() -> None:
+    """Serve with uvicorn on ``FUSION_HOST``:``FUSION_PORT`` (what ``python -m app`` does)."""
+    import uvicorn
+
+    try:
+        settings = load_settings()
+        app = create_app(settings)
+    except ConfigError as exc:
+        print(f"fusionserve: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+        server_header=False,
+    )
+
+
+def _configure_logging(level: str) -> None:
+    logging.getLogger("app").setLevel(level.upper())
+    if not logging.getLogger().handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("loading the model repository failed", exc_info=task.exception())

@@ -1,0 +1,296 @@
+"""The model repository: ``models/<name>/<version>/{model.onnx,manifest.json}`` on disk -> runtimes.
+
+At start the latest version of every model is loaded; any other version is loaded the first time
+a request names it. A version that cannot be loaded (broken file, manifest that lies about the
+graph) is refused with one log line and kept as ``FAILED`` with its reason; everything else keeps
+serving. ``load``/``unload``/``index`` are the repository-control operations (KServe V2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.config import Settings
+from app.errors import ModelLoadError, NotFound, NotReady
+from app.manifest import Manifest
+from app.metrics import Metrics
+from app.runtime import CUDA, ModelRuntime, ModelState, resolve_providers
+
+log = logging.getLogger(__name__)
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """One version in :meth:`ModelRepository.index`. ``state`` is a :class:`ModelState` value."""
+
+    name: str
+    version: int
+    state: str
+    reason: str
+
+
+class ModelRepository:
+    """Scans the models directory and owns every :class:`ModelRuntime` (one per loaded version)."""
+
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.providers = resolve_providers(settings.providers)
+        self.ready = False
+        self._disk: dict[str, dict[int, Path]] = {}
+        self._runtimes: dict[tuple[str, int], ModelRuntime] = {}
+        self._loading: dict[tuple[str, int], asyncio.Task[ModelRuntime]] = {}
+        self._unloaded: set[str] = set()
+        self._default: dict[str, int] = {}
+        self._started = asyncio.Event()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Scan the directory and load the latest version of every model; then ``ready``."""
+        started = time.perf_counter()
+        self._disk = self.scan()
+        for name in sorted(self._disk):
+            self._default[name] = max(self._disk[name])
+            await self._load_version(name, self._default[name])
+        self.ready = True
+        self._started.set()
+        ok = sum(rt.ready for rt in self._runtimes.values())
+        log.info(
+            "repository ready: %d of %d models loaded in %.2f s",
+            ok,
+            len(self._disk),
+            time.perf_counter() - started,
+        )
+
+    async def wait_ready(self) -> None:
+        """Return once :meth:`start` has finished."""
+        await self._started.wait()
+
+    async def close(self) -> None:
+        """Stop every batcher and drop every session."""
+        for key in list(self._runtimes):
+            await self._drop(key)
+
+    def scan(self) -> dict[str, dict[int, Path]]:
+        """``{name: {version: path}}`` for every ``<name>/<integer>/`` directory on disk."""
+        found: dict[str, dict[int, Path]] = {}
+        root = self.settings.models_dir
+        for model_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            if not NAME_RE.match(model_dir.name):
+                continue
+            versions = {
+                int(p.name): p
+                for p in model_dir.iterdir()
+                if p.is_dir() and p.name.isdigit() and int(p.name) > 0
+            }
+            if versions:
+                found[model_dir.name] = versions
+        return found
+
+    # -- lookups --------------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        """Every model name found on disk, sorted."""
+        return sorted(self._disk)
+
+    def is_known(self, name: str) -> bool:
+        """Whether ``name`` is a model on disk (used to keep metric labels bounded)."""
+        return name in self._disk
+
+    def versions(self, name: str) -> list[int]:
+        """The versions of ``name`` on disk, ascending (empty if unknown)."""
+        return sorted(self._disk.get(name, {}))
+
+    def default_version(self, name: str) -> int | None:
+        """The version a request that names none gets: the newest one loaded (at start or by load)."""
+        return self._default.get(name)
+
+    def peek(self, name: str, version: int | None = None) -> ModelRuntime | None:
+        """The runtime of a version (default: the default version) if it exists, without loading."""
+        version = self._default.get(name) if version is None else version
+        return None if version is None else self._runtimes.get((name, version))
+
+    def require(self, name: str) -> dict[int, Path]:
+        """The versions on disk of a model that requests may use now.
+
+        Raises:
+            NotReady: the server is still starting, or the model was unloaded.
+            NotFound: no such model on disk.
+        """
+        if not self.ready:
+            raise NotReady("the server is starting: models are still loading")
+        versions = self._disk.get(name)
+        if not versions:
+            raise NotFound(f"model {name!r} not found; available: {self.names()}")
+        if name in self._unloaded:
+            raise NotReady(f"model {name!r} is unloaded; load it through repository control")
+        return versions
+
+    async def get(self, name: str, version: int | None = None) -> ModelRuntime:
+        """The runtime for ``name`` (default version unless ``version``), loading it on first use.
+
+        The returned runtime may be ``FAILED``; callers that need a session use :meth:`get_ready`.
+
+        Raises:
+            NotReady: the server is still starting, or the model was unloaded.
+            NotFound: no such model or version on disk.
+        """
+        versions = self.require(name)
+        version = self._default.get(name, max(versions)) if version is None else version
+        if version not in versions:
+            raise NotFound(f"model {name!r} has no version {version}; versions: {sorted(versions)}")
+        runtime = self._runtimes.get((name, version))
+        if runtime is None or (name, version) in self._loading:
+            return await self._load_version(name, version)  # joins a load already under way
+        return runtime
+
+    async def get_ready(self, name: str, version: int | None = None) -> ModelRuntime:
+        """Like :meth:`get`, but a runtime that is not ``READY`` is a :class:`NotReady` (503)."""
+        runtime = await self.get(name, version)
+        if not runtime.ready:
+            detail = f": {runtime.reason}" if runtime.reason else ""
+            raise NotReady(f"model {name!r} version {runtime.version} is {runtime.state.value}{detail}")
+        return runtime
+
+    def index(self) -> list[IndexEntry]:
+        """Every version on disk (rescanned) with its state; versions never loaded are ``unloaded``."""
+        self._disk = self.scan()
+        entries = []
+        for name in sorted(self._disk):
+            for version in sorted(self._disk[name]):
+                rt = self._runtimes.get((name, version))
+                state, reason = (rt.state.value, rt.reason) if rt else (ModelState.UNLOADED.value, "")
+                entries.append(IndexEntry(name, version, state, reason))
+        return entries
+
+    # -- repository control ---------------------------------------------------------------------
+    async def load(self, name: str) -> ModelRuntime:
+        """(Re)load the newest version of ``name`` from disk and make it the default version.
+
+        The old runtime keeps answering until the new one is ready; if the new one is refused,
+        the old one stays the default. Other loaded versions of ``name`` are dropped (a request
+        naming one loads it again).
+
+        Raises:
+            NotFound: ``name`` is not in the models directory.
+            ModelLoadError: the newest version was refused (the reason is in the message).
+        """
+        self._disk = self.scan()
+        if name not in self._disk:
+            raise NotFound(f"model {name!r} not found in {self.settings.models_dir}")
+        version = max(self._disk[name])
+        runtime = await self._load_runtime(self._make_runtime(name, version))
+        if not runtime.ready:
+            if (name, version) not in self._runtimes or name in self._unloaded:
+                self._runtimes[(name, version)] = runtime  # keep the reason visible in index()
+            raise ModelLoadError(runtime.reason)
+        old = [rt for key, rt in self._runtimes.items() if key[0] == name]
+        self._runtimes = {k: v for k, v in self._runtimes.items() if k[0] != name}
+        self._runtimes[(name, version)] = runtime
+        self._default[name] = version
+        self._unloaded.discard(name)
+        for rt in old:
+            await self._close(rt)
+        self._set_ready_metric(runtime)
+        return runtime
+
+    async def unload(self, name: str) -> None:
+        """Unload every version of ``name``; requests get 503 until :meth:`load` is called.
+
+        Raises:
+            NotFound: ``name`` is not in the models directory.
+        """
+        if name not in self._disk:
+            raise NotFound(f"model {name!r} not found; available: {self.names()}")
+        self._unloaded.add(name)
+        for key in [k for k in self._runtimes if k[0] == name]:
+            await self._close(self._runtimes[key])  # kept (UNLOADED) so index and listing know it
+
+    # -- internals ------------------------------------------------------------------------------
+    def _make_runtime(self, name: str, version: int) -> ModelRuntime:
+        path = self._disk[name][version]
+        manifest, error = None, ""
+        try:
+            manifest = Manifest.read(path / "manifest.json")
+            if (manifest.name, manifest.version) != (name, version):
+                error = f"manifest says {manifest.name}:{manifest.version} but it lives in {name}/{version}"
+                manifest = None
+        except (OSError, ValueError) as exc:
+            error = "manifest.json is unreadable: " + str(exc).replace("\n", " ")
+        s = self.settings
+        observe = self.metrics.batch_observer(name) if self.metrics else None
+        return ModelRuntime(
+            name,
+            version,
+            path,
+            manifest,
+            providers=self.providers,
+            cuda_required=s.providers == "cuda",
+            intra_op_threads=s.intra_op_threads,
+            inter_op_threads=s.inter_op_threads,
+            max_batch_size=s.max_batch_size,
+            max_batch_delay_s=s.max_batch_delay_s,
+            observe=observe,
+            manifest_error=error,
+        )
+
+    async def _load_version(self, name: str, version: int) -> ModelRuntime:
+        """Create and load one version once, however many requests ask for it at the same time."""
+        key = (name, version)
+        task = self._loading.get(key)
+        if task is None:
+            runtime = self._make_runtime(name, version)
+            self._runtimes[key] = runtime
+            task = asyncio.ensure_future(self._load_runtime(runtime))
+            self._loading[key] = task
+            task.add_done_callback(lambda _: self._loading.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _load_runtime(self, runtime: ModelRuntime) -> ModelRuntime:
+        started = time.perf_counter()
+        runtime.state = ModelState.LOADING
+        try:
+            await asyncio.to_thread(runtime.load)
+        except ModelLoadError as exc:
+            log.error(
+                "refused model %s version %d (%s): %s", runtime.name, runtime.version, runtime.path, exc
+            )
+            if self.metrics:
+                self.metrics.load_failures.labels(runtime.name).inc()
+        else:
+            where = " on CUDA" if runtime.provider == CUDA else ""
+            log.info(
+                "loaded model %s version %d%s in %.0f ms (%s)",
+                runtime.name,
+                runtime.version,
+                where,
+                (time.perf_counter() - started) * 1000,
+                runtime.provider,
+            )
+        self._set_ready_metric(runtime)
+        return runtime
+
+    async def _drop(self, key: tuple[str, int]) -> None:
+        runtime = self._runtimes.pop(key, None)
+        if runtime is not None:
+            await self._close(runtime)
+
+    async def _close(self, runtime: ModelRuntime) -> None:
+        await runtime.batcher.close()
+        was_ready = runtime.ready
+        runtime.unload()
+        self._set_ready_metric(runtime)
+        if was_ready:
+            log.info("unloaded model %s version %d", runtime.name, runtime.version)
+
+    def _set_ready_metric(self, runtime: ModelRuntime) -> None:
+        if self.metrics is None:
+            return
+        current = self._runtimes.get((runtime.name, runtime.version))
+        ready = current.ready if current is not None else runtime.ready
+        self.metrics.model_ready.labels(runtime.name, str(runtime.version)).set(int(ready))

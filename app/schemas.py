@@ -1,0 +1,183 @@
+"""Pydantic models of the friendly API: the request body (parsed once, from bytes) and the answers.
+
+Arrays are typed ``Any`` on purpose: a clip of 16,000 floats is handed to numpy in one call
+instead of being validated element by element; :mod:`app.inputs` checks them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+_STRICT = ConfigDict(extra="forbid")
+_ARRAY_SCHEMA: dict[str, Any] = {"type": "array", "items": {}}
+
+
+class Options(BaseModel):
+    """Per-request options."""
+
+    model_config = _STRICT
+
+    top_k: int = Field(
+        default=3, ge=1, le=1000, description="How many labels to return (clamped to the label count)."
+    )
+    explain: bool = Field(
+        default=False, description="Return per-modality contributions (costs extra rows, see docs)."
+    )
+    version: int | None = Field(
+        default=None, ge=1, description="Model version; default: the newest loaded one."
+    )
+
+
+class ImageInput(BaseModel):
+    """An image: base64 of a PNG/JPEG/... file, or an H x W (x C) array (ints 0..255 or floats 0..1)."""
+
+    model_config = _STRICT
+
+    b64: str | None = Field(default=None, description="Base64 of the image file's bytes.")
+    array: Any = Field(
+        default=None, json_schema_extra=_ARRAY_SCHEMA, description="[H, W] or [H, W, C] numbers."
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> ImageInput:
+        if (self.b64 is None) == (self.array is None):
+            raise ValueError("give exactly one of 'b64' or 'array'")
+        return self
+
+
+class AudioInput(BaseModel):
+    """A clip: base64 of a WAV/FLAC/OGG file, or an array of samples in [-1, 1] with its rate."""
+
+    model_config = _STRICT
+
+    b64: str | None = Field(default=None, description="Base64 of the audio file's bytes.")
+    array: Any = Field(
+        default=None, json_schema_extra=_ARRAY_SCHEMA, description="[N] or [N, channels] floats."
+    )
+    sample_rate: int | None = Field(
+        default=None, ge=1, description="Sample rate of 'array' in Hz (required with it)."
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> AudioInput:
+        if (self.b64 is None) == (self.array is None):
+            raise ValueError("give exactly one of 'b64' or 'array'")
+        if self.array is not None and self.sample_rate is None:
+            raise ValueError("'sample_rate' is required with 'array'")
+        if self.b64 is not None and self.sample_rate is not None:
+            raise ValueError("'sample_rate' goes only with 'array' (a file carries its own rate)")
+        return self
+
+
+class Instance(BaseModel):
+    """One sample: any non-empty subset of the modalities."""
+
+    model_config = _STRICT
+
+    image: ImageInput | None = None
+    audio: AudioInput | None = None
+    text: str | None = Field(default=None, description="The text (any language, NFC-normalised, UTF-8).")
+
+
+class PredictRequest(Instance):
+    """One sample at the top level, or several in ``instances`` (not both)."""
+
+    instances: list[Instance] | None = Field(default=None, description="Several samples, answered in order.")
+    options: Options = Field(default_factory=lambda: Options())
+
+    @model_validator(mode="after")
+    def _not_both(self) -> PredictRequest:
+        if self.instances is not None and (self.image or self.audio or self.text is not None):
+            raise ValueError("send either one sample (image/audio/text) or 'instances', not both")
+        return self
+
+
+# -- answers (documentation and tests; the routes build plain dicts for speed) ------------------
+
+
+class ErrorBody(BaseModel):
+    """Every error: what is wrong, naming the field where there is one."""
+
+    error: str
+
+
+class LabelProbability(BaseModel):
+    label: str
+    probability: float
+
+
+class PredictResponse(BaseModel):
+    """The answer for one sample."""
+
+    model: str
+    version: int
+    label: str
+    label_index: int
+    probabilities: list[LabelProbability]
+    modalities_used: list[str]
+    modalities_missing: list[str]
+    contributions: dict[str, float] | None = Field(
+        default=None, description="Per modality present, when explain is true (see explain_method)."
+    )
+    explain_method: str | None = Field(default=None, description="leave_one_out, gate_weights or none.")
+
+
+class PredictionsResponse(BaseModel):
+    """The answers for a request with ``instances``, in order."""
+
+    predictions: list[PredictResponse]
+
+
+class TensorInfo(BaseModel):
+    name: str | None = None
+    dtype: str
+    shape: list[int]
+
+
+class ModalityInfo(BaseModel):
+    formats: list[str]
+    tensor: TensorInfo
+
+
+class ModelSummary(BaseModel):
+    name: str
+    versions: list[int]
+    latest: int
+    fusion: str | None
+    modalities: list[str]
+    ready: bool
+    provider: str | None
+
+
+class ModelList(BaseModel):
+    models: list[ModelSummary]
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    version: int
+    versions: list[int]
+    fusion: str | None
+    description: str
+    modalities: dict[str, ModalityInfo]
+    labels: list[str]
+    provider: str | None
+    ready: bool
+    state: str
+    reason: str
+    explain: str | None
+    metrics: dict[str, Any]
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+
+
+class ModelReadiness(BaseModel):
+    name: str
+    version: int
+    ready: bool
+
+
+class HealthStatus(BaseModel):
+    status: str

@@ -1,0 +1,108 @@
+"""V2 repository control over raw HTTP: index, load (a version copied in after start), unload."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.config import Settings
+from tests.app import fakes
+from tests.app.conftest import serve
+from tests.app.v2_helpers import json_request, sample_inputs, texts
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture
+def repo(models_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the fake repository that the test may change."""
+    return Path(shutil.copytree(models_dir, tmp_path / "models"))
+
+
+async def index(client: httpx.AsyncClient, **body: object) -> dict[tuple[str, str], dict[str, str]]:
+    response = await client.post("/v2/repository/index", json=body or None)
+    assert response.status_code == 200, response.text
+    return {(row["name"], row["version"]): row for row in response.json()}
+
+
+async def test_index_lists_every_version_with_its_state(repo: Path) -> None:
+    async with serve(Settings(models_dir=repo)) as c:
+        rows = await index(c)
+        assert rows[("late", "2")] == {"name": "late", "version": "2", "state": "READY", "reason": ""}
+        assert rows[("late", "1")]["state"] == "UNAVAILABLE"  # on disk, never asked for
+        assert rows[("broken", "1")]["state"] == "UNAVAILABLE"
+        assert "onnxruntime cannot load" in rows[("broken", "1")]["reason"]
+        ready = await index(c, ready=True)
+        assert ("late", "2") in ready
+        assert ("late", "1") not in ready and ("broken", "1") not in ready
+        bad = await c.post("/v2/repository/index", json={"ready": "yes"})
+        assert bad.status_code == 400
+
+
+async def test_unload_then_load_a_version_copied_in_after_start(repo: Path) -> None:
+    async with serve(Settings(models_dir=repo)) as c:
+        request = json_request(sample_inputs(rows=1))
+        assert (await c.post("/v2/repository/models/late/unload", json={"parameters": {}})).status_code == 200
+        assert (await c.get("/v2/models/late/ready")).status_code == 503
+        refused = await c.post("/v2/models/late/infer", json=request)
+        assert refused.status_code == 503
+        assert "unloaded" in refused.json()["error"]
+        assert (await c.post("/v2/models/gated/infer", json=request)).status_code == 200  # others go on
+        assert (await index(c))[("late", "2")]["state"] == "UNAVAILABLE"
+
+        fakes.write_model(repo, "late", 3, fakes.ALL, seed=11)  # a new version, after start
+        loaded = await c.post("/v2/repository/models/late/load")
+        assert loaded.json() == {"name": "late", "version": "3", "ready": True}
+        assert (await c.get("/v2/models/late/ready")).json()["version"] == "3"
+        assert (await c.get("/v2/models/late")).json()["versions"] == ["1", "2", "3"]
+        answer = (await c.post("/v2/models/late/infer", json=request)).json()
+        assert answer["model_version"] == "3"
+        assert (await index(c))[("late", "3")]["state"] == "READY"
+
+
+async def test_a_new_model_directory_becomes_servable_on_load(repo: Path) -> None:
+    async with serve(Settings(models_dir=repo)) as c:
+        assert (await c.get("/v2/models/words")).status_code == 404
+        fakes.write_model(repo, "words", 1, ["text"], seed=12)
+        assert (await c.post("/v2/repository/models/words/load")).status_code == 200
+        doc = (await c.post("/v2/models/words/infer", json=json_request({"text": texts("six")}))).json()
+        assert doc["model_name"] == "words"
+        assert [o["shape"] for o in doc["outputs"]] == [[1, 10]]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"),
+    [
+        ("/v2/repository/models/nope/load", None, 404, "not found"),
+        ("/v2/repository/models/nope/unload", None, 404, "not found"),
+        ("/v2/repository/models/broken/load", None, 503, "could not be loaded"),
+        (
+            "/v2/repository/models/late/load",
+            {"parameters": {"config": "{}"}},
+            400,
+            "load takes no parameters",
+        ),
+        ("/v2/repository/models/late/load", [1], 400, "must be a JSON object"),
+    ],
+)
+async def test_repository_errors(
+    client: httpx.AsyncClient, path: str, body: object, status: int, message: str
+) -> None:
+    response = await client.post(path, json=body)
+    assert response.status_code == status
+    assert message in response.json()["error"]
+
+
+async def test_a_failed_load_keeps_the_old_version_serving(repo: Path) -> None:
+    async with serve(Settings(models_dir=repo)) as c:
+        bad = repo / "late" / "5"
+        bad.mkdir()
+        (bad / "model.onnx").write_bytes(b"not onnx")
+        fakes.make_manifest("late", 5, fakes.ALL).write(bad / "manifest.json")
+        response = await c.post("/v2/repository/models/late/load")
+        assert response.status_code == 503
+        assert (await c.get("/v2/models/late/ready")).json()["version"] == "2"
+        assert (await index(c))[("late", "5")]["state"] == "UNAVAILABLE"
