@@ -35,7 +35,7 @@ data: $(VENV)/.dev sysdeps
 
 ## train: train every fusion and baseline on the default data, export to models/, write REPORT.md
 train: $(VENV)/.dev sysdeps
-	$(BIN)/python -m training train --fusion all --data default --out models/
+	$(BIN)/python -m training train --fusion all --data default --out models/ --version 1
 
 ## bench: measure the server (see docs/benchmarks.md)
 bench: $(VENV)/.dev

@@ -39,32 +39,35 @@ class ImageEncoder(nn.Module):
 
 
 class AudioEncoder(nn.Module):
-    """A CNN over the log-mel spectrogram ``[B, 1, 40, 98]``."""
+    """A CNN over the log-mel spectrogram ``[B, 1, 40, 99]``, convolving along time with the
+    mel bands as channels (the keyword-spotting layout, e.g. TC-ResNet): 3x fewer MACs than
+    2-D convolutions of the same width, and faster in onnxruntime.
+    """
 
     def __init__(self, dim: int = FEATURE_DIM) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.BatchNorm2d(1),
-            nn.Conv2d(1, 16, 3, padding=1),
-            nn.BatchNorm2d(16),
+            nn.BatchNorm1d(N_MELS),
+            nn.Conv1d(N_MELS, 64, 5, padding=2),
+            nn.BatchNorm1d(64),
             nn.ReLU(),
-            nn.MaxPool2d(2),  # 20x49
-            nn.Conv2d(16, 32, 3, padding=1),
-            nn.BatchNorm2d(32),
+            nn.MaxPool1d(2),  # 49
+            nn.Conv1d(64, 64, 5, padding=2),
+            nn.BatchNorm1d(64),
             nn.ReLU(),
-            nn.MaxPool2d(2),  # 10x24
-            nn.Conv2d(32, 32, 3, padding=1),
-            nn.BatchNorm2d(32),
+            nn.MaxPool1d(2),  # 24
+            nn.Conv1d(64, 64, 3, padding=1),
+            nn.BatchNorm1d(64),
             nn.ReLU(),
-            nn.MaxPool2d(2),  # 5x12
+            nn.MaxPool1d(2),  # 12
             nn.Flatten(),
             nn.Dropout(0.2),
-            nn.Linear(32 * (N_MELS // 8) * (FRAMES // 8), dim),
+            nn.Linear(64 * (FRAMES // 8), dim),
             nn.ReLU(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(x.squeeze(1))
 
 
 class TextEncoder(nn.Module):

@@ -127,7 +127,7 @@ def evaluate_model(
 ) -> Evaluation:
     """Evaluate one exported model on the test split."""
     model = OnnxModel(model_dir)
-    mods = list(model.manifest.modalities)
+    mods = [str(m) for m in model.manifest.modalities]
     arrays = {"image": test.image, "audio": test.audio, "text": test.text}
     full = np.array([[1.0 if m in mods else 0.0 for m in MODALITIES]], np.float32) * test.mask
     present = full.sum(axis=1) > 0
@@ -166,7 +166,7 @@ def evaluate_model(
     return Evaluation(
         name=model.manifest.name,
         fusion=model.manifest.fusion,
-        modalities=mods,
+        modalities=[str(m) for m in mods],
         accuracy=accuracy,
         subsets=subsets,
         robustness=robustness,

@@ -10,14 +10,14 @@ import datetime as dt
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import onnxruntime as ort
 import torch
 from torch import nn
 
-from app.manifest import DecodeParams, Explain, Manifest, TensorSpec, sha256_file
+from app.manifest import DecodeParams, Explain, FusionKind, Manifest, TensorSpec, sha256_file
 from training.graph import FusionGraph, UnimodalGraph, wrap
 
 PARITY_TOL = 1e-4
@@ -40,10 +40,10 @@ class ExportError(RuntimeError):
     """The exported graph does not reproduce the trained model."""
 
 
-def example_inputs(graph: nn.Module, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+def example_inputs(graph: FusionGraph | UnimodalGraph, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Random contract tensors; for fusions, masks cycle through all non-empty subsets."""
     rng = np.random.default_rng(seed)
-    full = {
+    full: dict[str, np.ndarray] = {
         "image": rng.integers(0, 256, (batch, 28, 28), dtype=np.uint8),
         "audio": (rng.standard_normal((batch, 16000)) * 0.2).clip(-1, 1).astype(np.float32),
         "text": np.where(rng.random((batch, 64)) < 0.3, rng.integers(1, 256, (batch, 64)), 0).astype(
@@ -56,11 +56,11 @@ def example_inputs(graph: nn.Module, batch: int, seed: int = 0) -> dict[str, np.
     return {**full, "mask": subsets[np.arange(batch) % 7]}
 
 
-def input_names(graph: nn.Module) -> list[str]:
+def input_names(graph: FusionGraph | UnimodalGraph) -> list[str]:
     return [graph.modality] if isinstance(graph, UnimodalGraph) else ["image", "audio", "text", "mask"]
 
 
-def export_onnx(graph: nn.Module, path: Path) -> None:
+def export_onnx(graph: FusionGraph | UnimodalGraph, path: Path) -> None:
     """torch.onnx (dynamo) export: one file, dynamic batch dimension, contract input names."""
     graph.eval()
     names = input_names(graph)
@@ -83,7 +83,7 @@ def export_onnx(graph: nn.Module, path: Path) -> None:
     program.save(str(path), external_data=False)
 
 
-def check_parity(graph: nn.Module, path: Path) -> float:
+def check_parity(graph: FusionGraph | UnimodalGraph, path: Path) -> float:
     """Max abs logit difference torch vs onnxruntime at batch 1 and 17; raises over tolerance."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
@@ -125,6 +125,7 @@ def export_model(
     half-written version that a running server could pick up.
     """
     graph = wrap(core)
+    kind = str(core.kind)
     version = version or next_version(out / name)
     target = out / name / str(version)
     with tempfile.TemporaryDirectory(dir=out) as tmp:
@@ -142,8 +143,8 @@ def export_model(
         manifest = Manifest(
             name=name,
             version=version,
-            fusion=core.kind,
-            description=DESCRIPTIONS[core.kind],
+            fusion=cast(FusionKind, kind),
+            description=DESCRIPTIONS[kind],
             modalities=modalities,  # type: ignore[arg-type]
             inputs=[INPUT_SPECS[n] for n in input_names(graph)],
             outputs=outputs,

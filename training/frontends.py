@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 SAMPLE_RATE = 16_000
-N_FFT = 400  # 25 ms
+N_FFT = 256  # 16 ms: 2.4x fewer MACs than 400 in the dominant op of every audio model
 HOP = 160  # 10 ms
 N_MELS = 40
-FRAMES = 1 + (16_000 - N_FFT) // HOP  # 98
+FRAMES = 1 + (16_000 - N_FFT) // HOP  # 99
 LOG_MEL_MEAN = -6.0  # rough centring of log-power mel values; refined by BatchNorm downstream
 LOG_MEL_STD = 4.0
 
@@ -49,6 +49,9 @@ class LogMel(nn.Module):
     The STFT is a strided Conv1d over fixed Hann-windowed cos/sin DFT bases: the ONNX STFT op
     costs ~12x more at inference (DESIGN §2), while this form is two dense ops.
     """
+
+    bases: torch.Tensor
+    mel: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__()

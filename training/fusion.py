@@ -19,9 +19,10 @@ from training.frontends import FRAMES, N_MELS
 
 MODALITIES = ("image", "audio", "text")
 Features = dict[str, torch.Tensor]
-"""Front-end outputs: ``image`` [B,1,28,28], ``audio`` [B,1,40,98], ``text`` ids [B,64] int64,
+"""Front-end outputs: ``image`` [B,1,28,28], ``audio`` [B,1,40,99], ``text`` ids [B,64] int64,
 ``text_nonpad`` [B,64]."""
 
+NGRAM_BUCKETS = 1 << 14  # hashed byte bigrams / trigrams of the early model's text block
 FUSIONS = ("early", "intermediate", "late", "gated")
 UNIMODAL = {"image_only": "image", "audio_only": "audio", "text_only": "text"}
 ModelName = Literal["early", "intermediate", "late", "gated", "image_only", "audio_only", "text_only"]
@@ -42,18 +43,24 @@ def _encode(encoders: nn.ModuleDict, feats: Features) -> list[torch.Tensor]:
 class EarlyFusion(nn.Module):
     """Data-level: the low-level inputs of all modalities in one vector, one network.
 
-    Pixels, a time-pooled log-mel spectrogram and per-byte embeddings are concatenated (a
-    missing modality's block is zeroed) with the mask, then a single MLP learns from it.
+    Blocks: normalised pixels, a time-pooled log-mel spectrogram, and the text as a bag of
+    byte unigram + bigram embeddings (position-free, like fastText). Each block is normalised
+    on its own and zeroed when its modality is missing, so a missing block does not shift the
+    statistics of the others; blocks and mask are concatenated and a single MLP learns from it.
     """
 
     kind = "early"
 
-    def __init__(self, n_classes: int, byte_dim: int = 8, hidden: int = 384) -> None:
+    def __init__(self, n_classes: int, byte_dim: int = 32, hidden: int = 256) -> None:
         super().__init__()
-        self.byte_embed = nn.Embedding(256, byte_dim)
-        self.pool = nn.AvgPool2d((1, 2))
-        width = 28 * 28 + N_MELS * (FRAMES // 2) + 64 * byte_dim + 3
-        self.norm = nn.LayerNorm(width - 3)
+        self.unigram = nn.Embedding(256, byte_dim)
+        self.bigram = nn.Embedding(NGRAM_BUCKETS, byte_dim)
+        self.trigram = nn.Embedding(NGRAM_BUCKETS, byte_dim)
+        self.image_pool = nn.AvgPool2d(2)  # 14x14: fewer inputs, less for the MLP to overfit
+        self.audio_pool = nn.AvgPool2d((1, 4))  # 40 mels x 24 frames of 40 ms
+        sizes = (14 * 14, N_MELS * (FRAMES // 4), byte_dim)
+        self.norms = nn.ModuleList([nn.LayerNorm(n) for n in sizes])
+        width = sum(sizes) + 3
         self.mlp = nn.Sequential(
             nn.Dropout(0.2),
             nn.Linear(width, hidden),
@@ -64,14 +71,32 @@ class EarlyFusion(nn.Module):
             nn.Linear(128, n_classes),
         )
 
+    def _bag_of_bytes(self, ids: torch.Tensor, nonpad: torch.Tensor) -> torch.Tensor:
+        pairs = ids[:, :-1] * 256 + ids[:, 1:]
+        pair_mask = nonpad[:, :-1] * nonpad[:, 1:]
+        triples = (pairs[:, :-1] * 257 + ids[:, 2:]) % NGRAM_BUCKETS  # hashed; < 2**31, no overflow
+        triple_mask = pair_mask[:, :-1] * nonpad[:, 2:]
+        total = (
+            (self.unigram(ids) * nonpad.unsqueeze(2)).sum(1)
+            + (self.bigram(pairs % NGRAM_BUCKETS) * pair_mask.unsqueeze(2)).sum(1)
+            + (self.trigram(triples) * triple_mask.unsqueeze(2)).sum(1)
+        )
+        count = (
+            nonpad.sum(1, keepdim=True) + pair_mask.sum(1, keepdim=True) + triple_mask.sum(1, keepdim=True)
+        )
+        return total / count.clamp_min(1.0)
+
     def forward(self, feats: Features, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         b = mask.shape[0]
-        image = feats["image"].reshape(b, -1) * mask[:, 0:1]
-        audio = self.pool(feats["audio"]).reshape(b, -1) * mask[:, 1:2]
-        text = (self.byte_embed(feats["text"]) * feats["text_nonpad"].unsqueeze(2)).reshape(b, -1)
-        text = text * mask[:, 2:3]
-        x = self.norm(torch.cat([image, audio, text], dim=1))
-        return {"logits": self.mlp(torch.cat([x, mask], dim=1))}
+        blocks = [
+            self.image_pool(feats["image"]).reshape(b, -1),
+            self.audio_pool(feats["audio"]).reshape(b, -1),
+            self._bag_of_bytes(feats["text"], feats["text_nonpad"]),
+        ]
+        parts = [
+            norm(x) * mask[:, i : i + 1] for i, (norm, x) in enumerate(zip(self.norms, blocks, strict=True))
+        ]
+        return {"logits": self.mlp(torch.cat([*parts, mask], dim=1))}
 
 
 class IntermediateFusion(nn.Module):

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.frontends import ImageFrontend, LogMel, TextFrontend
+from training.frontends import FRAMES, N_MELS, ImageFrontend, LogMel, TextFrontend
 from training.fusion import Features
 
 
@@ -48,7 +48,7 @@ class UnimodalGraph(nn.Module):
     def __init__(self, core: nn.Module) -> None:
         super().__init__()
         self.core = core
-        self.modality: str = core.modality
+        self.modality = str(core.modality)
         self.extra_outputs: list[str] = []
         self.frontend = {"image": ImageFrontend, "audio": LogMel, "text": TextFrontend}[self.modality]()
 
@@ -78,7 +78,7 @@ def featurize(image: np.ndarray, audio: np.ndarray, text: np.ndarray, chunk: int
     ids, nonpad = text_fe(torch.from_numpy(np.ascontiguousarray(text)))
     return {
         "image": image_fe(torch.from_numpy(np.ascontiguousarray(image))),
-        "audio": torch.cat(mels) if mels else torch.zeros(0, 1, 40, 98),
+        "audio": torch.cat(mels) if mels else torch.zeros(0, 1, N_MELS, FRAMES),
         "text": ids,
         "text_nonpad": nonpad,
     }

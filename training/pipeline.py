@@ -21,7 +21,7 @@ from training.export import export_model
 from training.fusion import FUSIONS, UNIMODAL, Features
 from training.graph import featurize
 from training.report import write_report
-from training.train import TrainConfig, train_model
+from training.train import EPOCH_MULTIPLIER, TrainConfig, train_model
 
 log = logging.getLogger(__name__)
 ALL_MODELS = (*FUSIONS, *UNIMODAL)
@@ -69,7 +69,6 @@ def report(out: Path, info: dict[str, Any]) -> Path:
         if "test_accuracy" in manifest.metrics:
             evals.append(from_manifest(manifest, (d / "model.onnx").stat().st_size))
     evals.sort(key=lambda e: order.get(e.name, len(order)))
-    info.setdefault("total_train_seconds", sum(e.train_seconds for e in evals))
     return write_report(evals, out, info)
 
 
@@ -83,6 +82,7 @@ def run(
     version: int | None = None,
     limit: int | None = None,
     cache_dir: Path | None = None,
+    threads: int = 1,
     progress: bool = True,
     command: str = "",
 ) -> list[Path]:
@@ -96,7 +96,9 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     dirs = []
     for name in models:
-        cfg = TrainConfig(model=name, epochs=epochs, seed=seed)
+        cfg = TrainConfig(
+            model=name, epochs=epochs * EPOCH_MULTIPLIER.get(name, 1), seed=seed, threads=threads
+        )
         model, info = train_model(cfg, len(ds.labels), train_t, val_t, progress=progress)
         training = {**cfg.to_dict(), **info, "data": source, "limit": limit}
         path = export_model(
@@ -127,7 +129,7 @@ def run(
         "n_train": len(train),
         "n_val": len(val),
         "n_test": len(test),
-        "threads": torch.get_num_threads(),
+        "threads": threads,
         "command": command or "python -m training train",
         "wall_seconds": round(time.perf_counter() - start, 1),
     }

@@ -1,7 +1,6 @@
 """A real server: ``python -m app`` under uvicorn on 127.0.0.1, spoken to over TCP.
 
-Run against the fake repository always, and against the committed models in ``models/`` when
-they are there (skipped until ``make train`` has produced and committed them; set
+Run against the fake repository and against the committed models in ``models/`` (set
 ``FUSION_LIVE_MODELS`` to point this at another repository).
 """
 
@@ -43,7 +42,7 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     else:
         models = Path(os.environ.get("FUSION_LIVE_MODELS", ROOT / "models"))  # to try another repository
         if not all((models / name).is_dir() for name in REAL_MODELS):
-            pytest.skip(f"the trained models are not in {models} yet")
+            pytest.fail(f"the trained models are not all in {models}: run `make train`")
     port = free_port()
     env = {
         **os.environ,

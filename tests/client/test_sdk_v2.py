@@ -183,7 +183,7 @@ def test_big_endian_and_strided_inputs_are_sent_little_endian_row_major(call: Ca
 
 def test_requests_match_tritonclient_byte_for_byte(call: Callable[..., Any]) -> None:
     """tritonclient is the reference client of the binary extension."""
-    http = pytest.importorskip("tritonclient.http")
+    import tritonclient.http as http
     from tritonclient.http._utils import _get_inference_request
 
     recorder = Recorder(echo)
@@ -199,7 +199,8 @@ def test_requests_match_tritonclient_byte_for_byte(call: Callable[..., Any]) -> 
 
 
 def test_responses_this_suite_serves_decode_identically_in_tritonclient() -> None:
-    http = pytest.importorskip("tritonclient.http")
+    import tritonclient.http as http
+
     response = respond(TENSORS, {name: name for name in TENSORS}, binary=True)
     result = http.InferResult.from_response_body(
         response.content, header_length=int(response.headers[HEADER])
@@ -281,8 +282,7 @@ def test_unsendable_inputs_fail_locally(
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
 def test_the_servers_v2_codec_reads_what_the_sdk_sends_and_vice_versa(binary: bool) -> None:
     """Contract with app/v2: the server parses the SDK's request; the SDK parses the server's answer."""
-    codec = pytest.importorskip("app.v2.codec")
-    response = pytest.importorskip("app.v2.response")
+    from app.v2 import codec, response
     from fusion_client._v2 import decode_response, encode_request
 
     tensors = TENSORS | {"empty": EMPTY} | ({"raw": RAW} if binary else {})

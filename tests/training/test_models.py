@@ -12,7 +12,7 @@ import torch
 
 from app.manifest import Manifest, sha256_file
 from training.export import ExportError, check_parity, export_model
-from training.frontends import FRAMES, N_MELS, LogMel
+from training.frontends import FRAMES, HOP, N_FFT, N_MELS, LogMel
 from training.fusion import Unimodal, build_model
 from training.graph import featurize, wrap
 from training.train import SUBSETS, TrainConfig, drop_modalities, train_model
@@ -86,8 +86,8 @@ def test_logmel_matches_a_reference_stft() -> None:
     fe = LogMel()
     ours = fe(audio)
     assert ours.shape == (2, 1, N_MELS, FRAMES)
-    window = torch.hann_window(400, periodic=True)
-    spec = torch.stft(audio, 400, 160, window=window, center=False, return_complex=True).abs() ** 2
+    window = torch.hann_window(N_FFT, periodic=True)
+    spec = torch.stft(audio, N_FFT, HOP, window=window, center=False, return_complex=True).abs() ** 2
     ref = (torch.log(torch.matmul(fe.mel, spec) + 1e-6) + 6.0) / 4.0
     torch.testing.assert_close(ours.squeeze(1), ref, atol=2e-3, rtol=1e-3)
 
@@ -108,7 +108,13 @@ def test_export_parity_and_manifest(tmp_path: Path, name: str) -> None:
     torch.manual_seed(0)
     core = build_model(name, 10).eval()
     path = export_model(
-        core, name=name, out=tmp_path, version=None, labels=LABELS, training={"model": name}, data_fingerprint="abc"
+        core,
+        name=name,
+        out=tmp_path,
+        version=None,
+        labels=LABELS,
+        training={"model": name},
+        data_fingerprint="abc",
     )
     assert path == tmp_path / name / "1"
     manifest = Manifest.read(path / "manifest.json")
@@ -125,14 +131,18 @@ def test_export_parity_and_manifest(tmp_path: Path, name: str) -> None:
     if isinstance(core, Unimodal):
         assert [s.name for s in manifest.inputs] == ["text"] and not manifest.has_mask
     # a second export goes to the next version and leaves the first untouched
-    again = export_model(core, name=name, out=tmp_path, version=None, labels=LABELS, training={}, data_fingerprint="")
+    again = export_model(
+        core, name=name, out=tmp_path, version=None, labels=LABELS, training={}, data_fingerprint=""
+    )
     assert again.name == "2" and (path / "model.onnx").exists()
 
 
 def test_parity_failure_stops_export(tmp_path: Path) -> None:
     core = build_model("image_only", 10).eval()
     graph = wrap(core)
-    path = export_model(core, name="x", out=tmp_path, version=1, labels=LABELS, training={}, data_fingerprint="")
+    path = export_model(
+        core, name="x", out=tmp_path, version=1, labels=LABELS, training={}, data_fingerprint=""
+    )
     with torch.no_grad():  # the torch model drifts away from the exported graph
         core.head[1].bias.add_(1.0)
     with pytest.raises(ExportError, match="differs from torch"):
@@ -141,7 +151,10 @@ def test_parity_failure_stops_export(tmp_path: Path) -> None:
 
 def test_manifest_rejects_inconsistent_cards(tmp_path: Path) -> None:
     good = {
-        "name": "m", "version": 1, "fusion": "late", "modalities": ["image"],
+        "name": "m",
+        "version": 1,
+        "fusion": "late",
+        "modalities": ["image"],
         "inputs": [{"name": "image", "dtype": "uint8", "shape": [-1, 28, 28]}],
         "outputs": [{"name": "logits", "dtype": "float32", "shape": [-1, 2]}],
         "labels": ["a", "b"],

@@ -1,0 +1,1 @@
+"""Benchmarks of the fusionserve server (DESIGN §7); results go to docs/benchmarks.md."""

@@ -1,0 +1,99 @@
+"""A tiny end-to-end run: built-in data subset -> train -> export -> evaluate -> report, and the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from typer.testing import CliRunner
+
+from app.manifest import Manifest
+from training.cli import app
+from training.data import load_dataset
+from training.pipeline import latest_models, resolve_models, run
+
+LIMIT = 200
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("models")
+    run(["late", "gated", "text_only"], limit=LIMIT, epochs=2, out=out, progress=False, command="test")
+    return out
+
+
+def test_run_exports_evaluated_models_and_a_report(trained: Path) -> None:
+    dirs = latest_models(trained)
+    assert [d.parent.name for d in dirs] == ["gated", "late", "text_only"]
+    for d in dirs:
+        manifest = Manifest.read(d / "manifest.json")
+        m = manifest.metrics
+        assert 0.0 <= m["test_accuracy"] <= 1.0
+        assert m["parity_max_abs_diff"] <= 1e-4
+        assert m["latency_ms"]["batch_1"] > 0 and m["params"] > 0
+        assert manifest.training["limit"] == LIMIT and manifest.training["epochs"] == 2
+        assert len(manifest.training["history"]) == 2
+        expected_subsets = 1 if manifest.fusion == "unimodal" else 7
+        assert len(m["subset_accuracy"]) == expected_subsets
+        for curve in m["robustness"].values():
+            assert len(curve) == 6
+    report = (trained / "REPORT.md").read_text()
+    for name in ("`late`", "`gated`", "`text_only`", "## Targets", "## Which fusion to choose"):
+        assert name in report
+    assert (trained / "robustness.png").stat().st_size > 1000
+
+
+def test_report_accuracy_matches_an_independent_onnx_run(trained: Path) -> None:
+    """The number in the manifest is what onnxruntime gives on the test split."""
+    test = load_dataset("default", limit=LIMIT, progress=False).split_view("test")
+    d = trained / "late" / "1"
+    session = ort.InferenceSession(str(d / "model.onnx"), providers=["CPUExecutionProvider"])
+    feeds = {
+        "image": test.image,
+        "audio": test.audio,
+        "text": test.text,
+        "mask": test.mask.astype(np.float32),
+    }
+    pred = session.run(["logits"], feeds)[0].argmax(1)
+    accuracy = Manifest.read(d / "manifest.json").metrics["test_accuracy"]
+    assert accuracy == pytest.approx(float((pred == test.label).mean()), abs=1e-4)
+
+
+def test_resolve_models() -> None:
+    assert resolve_models("baselines") == ["image_only", "audio_only", "text_only"]
+    assert resolve_models("late, early") == ["late", "early"]
+    with pytest.raises(ValueError, match="unknown model"):
+        resolve_models("late,transformer")
+
+
+def test_cli_train_and_report(tmp_path: Path) -> None:
+    runner = CliRunner()
+    args = [
+        "train",
+        "--fusion",
+        "image_only",
+        "--limit",
+        str(LIMIT),
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "exported 1 model(s)" in result.output
+    assert (tmp_path / "image_only" / "1" / "model.onnx").exists()
+    again = runner.invoke(app, args)  # no --version: the next free one
+    assert again.exit_code == 0 and (tmp_path / "image_only" / "2" / "manifest.json").exists()
+    (tmp_path / "REPORT.md").unlink()
+    assert runner.invoke(app, ["report", "--out", str(tmp_path)]).exit_code == 0
+    assert "`image_only`" in (tmp_path / "REPORT.md").read_text()
+
+
+def test_cli_rejects_unknown_model_with_a_message(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["train", "--fusion", "nope", "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "unknown model" in result.output
