@@ -64,7 +64,10 @@ class Settings(BaseSettings):
     )
     max_text_chars: int = Field(default=10_000, ge=1, description="Longest text in characters accepted.")
     max_instances: int = Field(
-        default=64, ge=1, description="Most samples in one request (the 'instances' list)."
+        default=64,
+        ge=1,
+        description="Most samples in one request: the 'instances' list of /v1, dim 0 (the batch) "
+        "of a V2 infer request, checked before anything is decoded or filled in.",
     )
     max_batch_size: int = Field(
         default=32, ge=1, description="Most rows the batcher puts into one onnxruntime run (per model)."

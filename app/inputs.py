@@ -145,7 +145,7 @@ def _decode(modality: str, raw: RawInput, manifest: Manifest, limits: Limits) ->
             samples=d.audio_samples,
             max_seconds=limits.max_audio_seconds,
         )
-    data = _b64(raw) if raw.kind == "b64" else raw.value
+    data = b64_payload(raw) if raw.kind == "b64" else raw.value
     if modality == "image":
         return decode_image(data, size=d.image_size, max_pixels=limits.max_image_pixels)
     return decode_audio(
@@ -153,7 +153,12 @@ def _decode(modality: str, raw: RawInput, manifest: Manifest, limits: Limits) ->
     )
 
 
-def _b64(raw: RawInput) -> bytes:
+def b64_payload(raw: RawInput) -> bytes:
+    """The bytes of a ``b64`` payload (a data URL pasted from a browser included).
+
+    Raises:
+        BadRequest: not valid base64 (field named).
+    """
     text: str = raw.value
     if text.startswith("data:") and "," in text[:200]:  # a data URL pasted from a browser
         text = text.split(",", 1)[1]

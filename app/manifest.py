@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from app.media import MODALITIES
 
 SCHEMA_VERSION = 1
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_\-]*$"
+"""What a model name may be: lowercase letters, digits, ``_`` and ``-`` (also its directory name)."""
 FusionKind = Literal["early", "intermediate", "late", "gated", "lowrank", "unimodal"]
 DType = Literal["uint8", "float32", "int64", "bool"]
 
@@ -68,7 +70,7 @@ class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     schema_version: int = SCHEMA_VERSION
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
+    name: str = Field(pattern=NAME_PATTERN)
     version: int = Field(ge=1)
     fusion: FusionKind
     description: str = ""
@@ -105,8 +107,15 @@ class Manifest(BaseModel):
             raise ValueError(
                 f"{len(self.labels)} labels but logits has {outs[self.logits_output].shape[-1]} classes"
             )
-        if self.explain.method == "gate_weights" and self.explain.output not in outs:
-            raise ValueError(f"explain output {self.explain.output!r} is not among the outputs")
+        if self.explain.method == "gate_weights":
+            gates = outs.get(self.explain.output or "")
+            if gates is None:
+                raise ValueError(f"explain output {self.explain.output!r} is not among the outputs")
+            if gates.shape != [-1, len(MODALITIES)]:  # one weight per modality, in mask order
+                raise ValueError(
+                    f"explain output {gates.name!r} has shape {gates.shape}; gate weights need "
+                    f"[-1, {len(MODALITIES)}] (one column per modality: {list(MODALITIES)})"
+                )
         return self
 
     @property

@@ -12,17 +12,27 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from app.config import Settings
 from app.errors import ModelLoadError, NotFound, NotReady
-from app.manifest import Manifest
+from app.manifest import NAME_PATTERN
 from app.metrics import Metrics
 from app.runtime import CUDA, ModelRuntime, ModelState, resolve_providers
 
 log = logging.getLogger(__name__)
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+NAME_RE = re.compile(NAME_PATTERN)
+
+
+def parse_version(text: str) -> int | None:
+    """A version as written in a directory name or a URL: a positive integer in ASCII digits.
+
+    ``str.isdigit()`` alone also takes digits such as ``"²"``, which ``int()`` then refuses.
+    """
+    return int(text) if text.isascii() and text.isdigit() and int(text) > 0 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +70,8 @@ class ModelRepository:
             await self._load_version(name, self._default[name])
         self.ready = True
         self._started.set()
-        ok = sum(rt.ready for rt in self._runtimes.values())
-        log.info(
-            "repository ready: %d of %d models loaded in %.2f s",
-            ok,
-            len(self._disk),
-            time.perf_counter() - started,
-        )
+        ok, took = sum(rt.ready for rt in self._runtimes.values()), time.perf_counter() - started
+        log.info("repository ready: %d of %d models loaded in %.2f s", ok, len(self._disk), took)
 
     async def wait_ready(self) -> None:
         """Return once :meth:`start` has finished."""
@@ -85,9 +90,9 @@ class ModelRepository:
             if not NAME_RE.match(model_dir.name):
                 continue
             versions = {
-                int(p.name): p
+                version: p
                 for p in model_dir.iterdir()
-                if p.is_dir() and p.name.isdigit() and int(p.name) > 0
+                if p.is_dir() and (version := parse_version(p.name)) is not None
             }
             if versions:
                 found[model_dir.name] = versions
@@ -115,6 +120,11 @@ class ModelRepository:
         version = self._default.get(name) if version is None else version
         return None if version is None else self._runtimes.get((name, version))
 
+    def require_started(self) -> None:
+        """Raises :class:`NotReady` until :meth:`start` has loaded the models (readiness)."""
+        if not self.ready:
+            raise NotReady("the server is starting: models are still loading")
+
     def require(self, name: str) -> dict[int, Path]:
         """The versions on disk of a model that requests may use now.
 
@@ -122,8 +132,7 @@ class ModelRepository:
             NotReady: the server is still starting, or the model was unloaded.
             NotFound: no such model on disk.
         """
-        if not self.ready:
-            raise NotReady("the server is starting: models are still loading")
+        self.require_started()
         versions = self._disk.get(name)
         if not versions:
             raise NotFound(f"model {name!r} not found; available: {self.names()}")
@@ -152,10 +161,22 @@ class ModelRepository:
     async def get_ready(self, name: str, version: int | None = None) -> ModelRuntime:
         """Like :meth:`get`, but a runtime that is not ``READY`` is a :class:`NotReady` (503)."""
         runtime = await self.get(name, version)
-        if not runtime.ready:
-            detail = f": {runtime.reason}" if runtime.reason else ""
-            raise NotReady(f"model {name!r} version {runtime.version} is {runtime.state.value}{detail}")
+        runtime.serving_manifest()
         return runtime
+
+    @asynccontextmanager
+    async def serving(self, name: str, version: int | None = None) -> AsyncIterator[ModelRuntime]:
+        """A ready runtime, held for one request (``async with``): a reload lets it finish.
+
+        The lookup and the hold happen with no ``await`` in between, so :meth:`load` cannot
+        retire the runtime in the gap; a request that got it keeps it until its answer is back.
+
+        Raises:
+            NotFound, NotReady: as for :meth:`get_ready`.
+        """
+        runtime = await self.get_ready(name, version)
+        with runtime.in_use():
+            yield runtime
 
     def index(self) -> list[IndexEntry]:
         """Every version on disk (rescanned) with its state; versions never loaded are ``unloaded``."""
@@ -173,8 +194,10 @@ class ModelRepository:
         """(Re)load the newest version of ``name`` from disk and make it the default version.
 
         The old runtime keeps answering until the new one is ready; if the new one is refused,
-        the old one stays the default. Other loaded versions of ``name`` are dropped (a request
-        naming one loads it again).
+        the old one stays the default. Other loaded versions of ``name`` are retired: no new
+        request gets them (one naming such a version loads it again), and each closes once the
+        requests that hold it (:meth:`serving`) have their answers, so a reload fails no request.
+        Returns once they are closed.
 
         Raises:
             NotFound: ``name`` is not in the models directory.
@@ -194,13 +217,15 @@ class ModelRepository:
         self._runtimes[(name, version)] = runtime
         self._default[name] = version
         self._unloaded.discard(name)
-        for rt in old:
-            await self._close(rt)
+        await asyncio.gather(*(self._retire(rt) for rt in old))
         self._set_ready_metric(runtime)
         return runtime
 
     async def unload(self, name: str) -> None:
-        """Unload every version of ``name``; requests get 503 until :meth:`load` is called.
+        """Unload every version of ``name`` now; requests get 503 until :meth:`load` is called.
+
+        Unlike the old versions a :meth:`load` replaces, these are not drained: requests queued
+        or running on them fail with :class:`NotReady` (503), as if they had come a moment later.
 
         Raises:
             NotFound: ``name`` is not in the models directory.
@@ -213,31 +238,9 @@ class ModelRepository:
 
     # -- internals ------------------------------------------------------------------------------
     def _make_runtime(self, name: str, version: int) -> ModelRuntime:
-        path = self._disk[name][version]
-        manifest, error = None, ""
-        try:
-            manifest = Manifest.read(path / "manifest.json")
-            if (manifest.name, manifest.version) != (name, version):
-                error = f"manifest says {manifest.name}:{manifest.version} but it lives in {name}/{version}"
-                manifest = None
-        except (OSError, ValueError) as exc:
-            error = "manifest.json is unreadable: " + str(exc).replace("\n", " ")
-        s = self.settings
         observe = self.metrics.batch_observer(name) if self.metrics else None
-        return ModelRuntime(
-            name,
-            version,
-            path,
-            manifest,
-            providers=self.providers,
-            cuda_required=s.providers == "cuda",
-            intra_op_threads=s.intra_op_threads,
-            inter_op_threads=s.inter_op_threads,
-            max_batch_size=s.max_batch_size,
-            max_batch_delay_s=s.max_batch_delay_s,
-            observe=observe,
-            manifest_error=error,
-        )
+        path = self._disk[name][version]
+        return ModelRuntime.from_directory(path, name, version, self.settings, self.providers, observe)
 
     async def _load_version(self, name: str, version: int) -> ModelRuntime:
         """Create and load one version once, however many requests ask for it at the same time."""
@@ -263,15 +266,9 @@ class ModelRepository:
             if self.metrics:
                 self.metrics.load_failures.labels(runtime.name).inc()
         else:
-            where = " on CUDA" if runtime.provider == CUDA else ""
-            log.info(
-                "loaded model %s version %d%s in %.0f ms (%s)",
-                runtime.name,
-                runtime.version,
-                where,
-                (time.perf_counter() - started) * 1000,
-                runtime.provider,
-            )
+            where, ms = " on CUDA" if runtime.provider == CUDA else "", (time.perf_counter() - started) * 1e3
+            name, version, provider = runtime.name, runtime.version, runtime.provider
+            log.info("loaded model %s version %d%s in %.0f ms (%s)", name, version, where, ms, provider)
         self._set_ready_metric(runtime)
         return runtime
 
@@ -279,6 +276,11 @@ class ModelRepository:
         runtime = self._runtimes.pop(key, None)
         if runtime is not None:
             await self._close(runtime)
+
+    async def _retire(self, runtime: ModelRuntime) -> None:
+        """Close a runtime that is no longer handed out, once its last request has its answer."""
+        await runtime.drain()
+        await self._close(runtime)
 
     async def _close(self, runtime: ModelRuntime) -> None:
         await runtime.batcher.close()

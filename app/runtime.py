@@ -1,41 +1,38 @@
 """One loaded model version: an onnxruntime session, checked against its manifest, behind a batcher.
 
 ``load()`` refuses a model whose graph does not match what its manifest promises (names, dtypes,
-shapes, the batch dimension, the onnx sha256) and runs it once on a batch of two to check that it
-really answers one row per input row. ``predict()`` is the blocking tensor call the batcher runs in
-the model's own thread; ``validate()`` checks a request's tensors before they join a batch.
+shapes, the batch dimension, the onnx sha256; see :mod:`app.checks`) and runs it once on a batch
+of two to check that it really answers one row per input row. ``predict()`` is the blocking
+tensor call the batcher runs in the model's own thread; ``validate()`` checks a request's tensors
+before they join a batch.
+
+A request holds the runtime (:meth:`ModelRuntime.in_use`) from the moment it is looked up until
+its answer is back, so that a runtime replaced by a newer version can :meth:`~ModelRuntime.drain`:
+it is no longer handed out, and it closes only once every request that holds it has its answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from app.batching import AdaptiveBatcher, Observer, Tensors
-from app.errors import ConfigError, InvalidInput, ModelLoadError, NotReady
-from app.manifest import Manifest, TensorSpec, sha256_file
+from app.checks import NUMPY_DTYPES, check_inputs, check_manifest, check_session
+from app.config import Settings
+from app.errors import ConfigError, ModelLoadError, NotReady
+from app.manifest import Manifest, sha256_file
 
 log = logging.getLogger(__name__)
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
-NUMPY_DTYPES: dict[str, np.dtype] = {
-    "uint8": np.dtype(np.uint8),
-    "float32": np.dtype(np.float32),
-    "int64": np.dtype(np.int64),
-    "bool": np.dtype(np.bool_),
-}
-ORT_DTYPES = {
-    "tensor(uint8)": "uint8",
-    "tensor(float)": "float32",
-    "tensor(int64)": "int64",
-    "tensor(bool)": "bool",
-}
 
 
 class ModelState(enum.StrEnum):
@@ -108,6 +105,47 @@ class ModelRuntime:
         self._output_names: list[str] = []
         self._batching = (max_batch_size, max_batch_delay_s, observe)
         self.batcher = self._new_batcher()
+        self._users = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @classmethod
+    def from_directory(
+        cls,
+        path: Path,
+        name: str,
+        version: int,
+        settings: Settings,
+        providers: list[str],
+        observe: Observer | None = None,
+    ) -> ModelRuntime:
+        """The (not yet loaded) runtime of ``<models>/<name>/<version>``, as the settings say.
+
+        A manifest that cannot be read, or that names another model or version, leaves the
+        runtime without one: :meth:`load` then refuses it with the reason.
+        """
+        manifest, error = None, ""
+        try:
+            manifest = Manifest.read(path / "manifest.json")
+            if (manifest.name, manifest.version) != (name, version):
+                error = f"manifest says {manifest.name}:{manifest.version} but it lives in {name}/{version}"
+                manifest = None
+        except (OSError, ValueError) as exc:
+            error = "manifest.json is unreadable: " + str(exc).replace("\n", " ")
+        return cls(
+            name,
+            version,
+            path,
+            manifest,
+            providers=providers,
+            cuda_required=settings.providers == "cuda",
+            intra_op_threads=settings.intra_op_threads,
+            inter_op_threads=settings.inter_op_threads,
+            max_batch_size=settings.max_batch_size,
+            max_batch_delay_s=settings.max_batch_delay_s,
+            observe=observe,
+            manifest_error=error,
+        )
 
     @property
     def ready(self) -> bool:
@@ -132,9 +170,9 @@ class ModelRuntime:
             expected = self.manifest.onnx_sha256
             if expected and sha256_file(onnx_path) != expected:
                 raise ModelLoadError("model.onnx does not match the manifest's onnx_sha256")
-            _check_manifest(self.manifest)
+            check_manifest(self.manifest)
             session = self._create_session(onnx_path)
-            _check_session(self.manifest, session)
+            check_session(self.manifest, session)
             self._session = session
             self._output_names = [o.name for o in self.manifest.outputs]
             self.provider = session.get_providers()[0]
@@ -159,47 +197,39 @@ class ModelRuntime:
         self.state = ModelState.UNLOADED
 
     def validate(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
-        """Check names, dtypes, shapes and batch size against the manifest, before batching.
-
-        onnxruntime does not always reject a wrong shape, and one bad request in a batch would
-        fail its batch-mates, so everything is checked here.
+        """Check a request's tensors against the manifest before batching (:func:`check_inputs`).
 
         Raises:
             InvalidInput: naming the input and what the model wants instead.
         """
-        assert self.manifest is not None
-        specs = {t.name: t for t in self.manifest.inputs}
-        unknown = sorted(set(inputs) - set(specs))
-        missing = [n for n in specs if n not in inputs]
-        if unknown or missing:
-            raise InvalidInput(
-                f"model {self.name} takes inputs {list(specs)}"
-                + (f"; unknown: {unknown}" if unknown else "")
-                + (f"; missing: {missing}" if missing else "")
-            )
-        rows: int | None = None
-        out: Tensors = {}
-        for name, spec in specs.items():
-            array = inputs[name]
-            if not isinstance(array, np.ndarray):
-                raise InvalidInput(f"input {name!r} must be an array, not {type(array).__name__}")
-            if array.dtype != NUMPY_DTYPES[spec.dtype]:
-                raise InvalidInput(f"input {name!r} has dtype {array.dtype}; the model wants {spec.dtype}")
-            if array.ndim != len(spec.shape) or any(
-                want not in (-1, got) for want, got in zip(spec.shape, array.shape, strict=True)
-            ):
-                raise InvalidInput(
-                    f"input {name!r} has shape {list(array.shape)}; the model wants {spec.shape} (-1 = any)"
-                )
-            if array.shape[0] == 0:
-                raise InvalidInput(f"input {name!r} has no rows")
-            if rows is not None and array.shape[0] != rows:
-                raise InvalidInput(
-                    f"inputs have different batch sizes ({rows} and {array.shape[0]} in {name!r})"
-                )
-            rows = array.shape[0]
-            out[name] = np.ascontiguousarray(array)
-        return out
+        return check_inputs(self.serving_manifest(), inputs)
+
+    def serving_manifest(self) -> Manifest:
+        """The manifest of a runtime that can answer now.
+
+        Raises:
+            NotReady: the version is loading, was refused (with the reason) or unloaded.
+        """
+        if not self.ready or self.manifest is None:
+            detail = f": {self.reason}" if self.reason else ""
+            raise NotReady(f"model {self.name!r} version {self.version} is {self.state.value}{detail}")
+        return self.manifest
+
+    @contextmanager
+    def in_use(self) -> Iterator[None]:
+        """Hold the runtime for one request: :meth:`drain` waits until every holder is done."""
+        self._users += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._users -= 1
+            if not self._users:
+                self._idle.set()
+
+    async def drain(self) -> None:
+        """Wait until no request holds the runtime (call once it is no longer handed out)."""
+        await self._idle.wait()
 
     def _new_batcher(self) -> AdaptiveBatcher:
         size, delay, observe = self._batching
@@ -252,62 +282,3 @@ class ModelRuntime:
                 raise ModelLoadError(
                     f"output {spec.name!r} has shape {got} for 2 input rows; the manifest says {spec.shape}"
                 )
-
-
-def _check_manifest(m: Manifest) -> None:
-    """Dim 0 of every tensor is the batch; modality inputs agree with the decode parameters."""
-    problems = [
-        f"{t.name!r} dim 0 is {t.shape[0]}, not -1 (the batch)"
-        for t in (*m.inputs, *m.outputs)
-        if t.shape[0] != -1
-    ]
-    want = {
-        "image": ("uint8", [-1, m.decode.image_size, m.decode.image_size]),
-        "audio": ("float32", [-1, m.decode.audio_samples]),
-        "text": ("uint8", [-1, m.decode.text_bytes]),
-        "mask": ("float32", [-1, 3]),
-    }
-    for spec in m.inputs:
-        if (spec.dtype, spec.shape) != want[spec.name]:
-            problems.append(
-                f"input {spec.name!r} is {spec.dtype} {spec.shape}; decoding makes {want[spec.name]}"
-            )
-    if problems:
-        raise ModelLoadError("manifest: " + "; ".join(problems))
-
-
-def _check_session(m: Manifest, session: ort.InferenceSession) -> None:
-    """The graph has exactly the manifest's inputs and at least its outputs, same dtypes and shapes."""
-    graph_inputs = {i.name: i for i in session.get_inputs()}
-    graph_outputs = {o.name: o for o in session.get_outputs()}
-    problems = []
-    if set(graph_inputs) != {t.name for t in m.inputs}:
-        problems.append(
-            f"graph inputs {sorted(graph_inputs)} != manifest inputs {sorted(t.name for t in m.inputs)}"
-        )
-    for kind, specs, nodes in (("input", m.inputs, graph_inputs), ("output", m.outputs, graph_outputs)):
-        for spec in specs:
-            node = nodes.get(spec.name)
-            if node is None:
-                if kind == "output":
-                    problems.append(f"output {spec.name!r} is not in the graph (it has {sorted(nodes)})")
-                continue
-            problems += _compare(kind, spec, node)
-    if problems:
-        raise ModelLoadError("manifest does not match model.onnx: " + "; ".join(problems))
-
-
-def _compare(kind: str, spec: TensorSpec, node: ort.NodeArg) -> list[str]:
-    dtype = ORT_DTYPES.get(node.type, node.type)
-    problems = (
-        []
-        if dtype == spec.dtype
-        else [f"{kind} {spec.name!r} is {dtype} in the graph, {spec.dtype} in the manifest"]
-    )
-    shape = list(node.shape)
-    fixed = [d if isinstance(d, int) and d > 0 else -1 for d in shape]
-    if len(fixed) != len(spec.shape) or any(
-        g != -1 and g != w for w, g in zip(spec.shape, fixed, strict=True)
-    ):
-        problems.append(f"{kind} {spec.name!r} has shape {shape} in the graph, {spec.shape} in the manifest")
-    return problems

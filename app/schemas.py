@@ -103,6 +103,11 @@ class ErrorBody(BaseModel):
     error: str
 
 
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """A route's OpenAPI ``responses`` for these error statuses, all with the one error body."""
+    return {code: {"model": ErrorBody} for code in codes}
+
+
 class LabelProbability(BaseModel):
     label: str
     probability: float

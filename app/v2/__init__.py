@@ -5,8 +5,9 @@ thin HTTP layer on top, and inference goes through the same service and batcher 
 """
 
 from app.v2.adapt import to_model_inputs
-from app.v2.codec import MAX_ELEMENTS, V2Error, parse_header_length, parse_infer_request
+from app.v2.codec import MAX_ELEMENTS, load_json_object, parse_header_length, parse_infer_request
 from app.v2.datatypes import DATATYPES, numpy_dtype, v2_datatype
+from app.v2.errors import V2Error
 from app.v2.response import HEADER_LENGTH, check_outputs, classify, encode_infer_response
 from app.v2.schemas import InferRequest, RequestedOutput
 
@@ -20,6 +21,7 @@ __all__ = [
     "check_outputs",
     "classify",
     "encode_infer_response",
+    "load_json_object",
     "numpy_dtype",
     "parse_header_length",
     "parse_infer_request",

@@ -1,4 +1,4 @@
-"""V2 request tensors -> the model's input tensors, checked against its manifest before batching.
+"""V2 request tensors -> the full set of model inputs, before the one validator checks them.
 
 What a tensor client may send beyond the graph's exact inputs:
 
@@ -7,6 +7,9 @@ What a tensor client may send beyond the graph's exact inputs:
 - any modality left out: it is filled with zeros and its ``mask`` column is 0. ``mask`` itself
   may be left out (derived from which modalities are present) or sent explicitly; an explicit
   mask may switch a sent modality off but may not claim one that was not sent.
+
+Dtypes, shapes and batch sizes are not checked here but by :func:`app.checks.check_inputs`, the
+validator ``/v1`` uses too; this module only refuses what it cannot adapt.
 """
 
 from __future__ import annotations
@@ -16,10 +19,15 @@ from collections.abc import Mapping
 import numpy as np
 
 from app.errors import PayloadTooLarge
-from app.manifest import Manifest, TensorSpec
+from app.manifest import Manifest
 from app.media import MODALITIES, MediaError, MediaTooLarge, encode_text
-from app.v2.codec import V2Error
-from app.v2.datatypes import BYTES, numpy_dtype, v2_datatype
+from app.v2.datatypes import BYTES
+from app.v2.errors import V2Error
+
+
+def count_rows(inputs: Mapping[str, np.ndarray]) -> int:
+    """The batch size the request declares: the largest dim 0 of its inputs (0 if none has one)."""
+    return max((a.shape[0] for a in inputs.values() if a.ndim), default=0)
 
 
 def to_model_inputs(
@@ -29,7 +37,7 @@ def to_model_inputs(
     *,
     max_text_chars: int,
 ) -> dict[str, np.ndarray]:
-    """Every input the graph takes, in manifest order, with matching dtypes, shapes and rows.
+    """Every input the graph takes, in manifest order: omitted ones filled, text encoded.
 
     Args:
         manifest: the card of the model version that will run.
@@ -38,8 +46,8 @@ def to_model_inputs(
         max_text_chars: the server's text limit, applied to ``BYTES`` text.
 
     Raises:
-        V2Error: unknown input, no modality, wrong datatype or shape, rows that disagree, a mask
-            that contradicts the inputs (400).
+        V2Error: unknown input, no modality, text that is not one string per row, a mask that
+            contradicts the inputs (400).
         PayloadTooLarge: a ``BYTES`` text over ``max_text_chars`` (413).
     """
     specs = {t.name: t for t in manifest.inputs}
@@ -49,13 +57,10 @@ def to_model_inputs(
     present = [m for m in manifest.modalities if m in inputs]
     if not present:
         raise V2Error(f"send at least one modality input: one of {list(manifest.modalities)}")
-    given: dict[str, np.ndarray] = {}
-    for name, array in inputs.items():
-        if name == "text" and datatypes.get(name) == BYTES:
-            array = _text_from_bytes(array, manifest, max_text_chars)
-        _check_tensor(name, array, datatypes.get(name) or v2_datatype(array.dtype), specs[name])
-        given[name] = array
-    rows = _common_rows(given)
+    rows = count_rows(inputs)  # bounded: the service has the codec refuse more than max_instances
+    given = dict(inputs)
+    if datatypes.get("text") == BYTES:
+        given["text"] = _text_from_bytes(given["text"], manifest, max_text_chars)
     out: dict[str, np.ndarray] = {}
     for spec in manifest.inputs:
         if spec.name == "mask":
@@ -88,29 +93,13 @@ def _text_from_bytes(array: np.ndarray, manifest: Manifest, max_chars: int) -> n
     return np.stack(rows) if rows else np.zeros((0, manifest.decode.text_bytes), dtype=np.uint8)
 
 
-def _check_tensor(name: str, array: np.ndarray, datatype: str, spec: TensorSpec) -> None:
-    want = v2_datatype(spec.dtype)
-    if array.dtype != numpy_dtype(want):
-        alt = " or BYTES strings" if name == "text" else ""
-        raise V2Error(f"input {name!r} has datatype {datatype}; the model wants {want}{alt}")
-    dims = zip(spec.shape, array.shape, strict=False)
-    if array.ndim != len(spec.shape) or any(want not in (-1, got) for want, got in dims):
-        shape = list(array.shape)
-        raise V2Error(f"input {name!r} has shape {shape}; the model wants {spec.shape} (-1 = any)")
-
-
-def _common_rows(given: Mapping[str, np.ndarray]) -> int:
-    rows = {name: array.shape[0] for name, array in given.items()}
-    counts = set(rows.values())
-    if len(counts) > 1:
-        raise V2Error(f"inputs disagree on the batch size (dim 0): {rows}")
-    count = counts.pop()
-    if count == 0:
-        raise V2Error("inputs have no rows: dim 0 (the batch) must be at least 1")
-    return count
-
-
 def _check_mask(mask: np.ndarray, derived: np.ndarray) -> np.ndarray:
+    """An explicit mask may switch sent modalities off, never claim unsent ones.
+
+    A mask of the wrong shape or dtype is left as it is, for the validator to refuse by name.
+    """
+    if mask.shape != derived.shape or mask.dtype != derived.dtype:
+        return mask
     if not np.isin(mask, (0.0, 1.0)).all():
         raise V2Error("mask values must be 0 (missing) or 1 (present)")
     claimed = (mask == 1) & (derived == 0)

@@ -14,9 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import BadRequest
-from app.v2.datatypes import BYTES, DATATYPES, deserialize_bytes, numpy_dtype
+from app.errors import PayloadTooLarge
+from app.v2.datatypes import DATATYPES
+from app.v2.errors import V2Error
 from app.v2.schemas import InferRequest, RequestedOutput
+from app.v2.tensors import from_binary, from_json
 
 MAX_ELEMENTS = 1 << 28
 """Most elements one input may declare; larger shapes are refused before anything is allocated."""
@@ -24,20 +26,16 @@ MAX_DIMS = 32
 _SHARED_MEMORY = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
 
 
-class V2Error(BadRequest):
-    """A malformed V2 request: bad JSON, unknown datatype, shape and data that disagree (400)."""
-
-
 def parse_header_length(value: str | None, body_size: int) -> int | None:
     """Validate the ``Inference-Header-Content-Length`` header (``None`` when absent).
 
     Raises:
-        V2Error: not an integer, or not within 1..len(body).
+        V2Error: not a whole number in ASCII digits, or not within 1..len(body).
     """
     if value is None:
         return None
     text = value.strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # str.isdigit() alone takes "²", which int() refuses
         raise V2Error(f"Inference-Header-Content-Length must be a whole number of bytes, got {value!r}")
     length = int(text)
     if not 0 < length <= body_size:
@@ -49,7 +47,11 @@ def parse_header_length(value: str | None, body_size: int) -> int | None:
 
 
 def parse_infer_request(
-    body: bytes, header_length: str | None = None, *, max_elements: int = MAX_ELEMENTS
+    body: bytes,
+    header_length: str | None = None,
+    *,
+    max_elements: int = MAX_ELEMENTS,
+    max_rows: int | None = None,
 ) -> InferRequest:
     """Split, parse and validate an inference request body.
 
@@ -57,12 +59,18 @@ def parse_infer_request(
         body: the whole (already decompressed) request body.
         header_length: the ``Inference-Header-Content-Length`` header, if the client sent one.
         max_elements: the most elements any one input may declare.
+        max_rows: the most rows (dim 0, the batch) any one input may declare; checked from the
+            shape, before its data is read (``None``: no limit).
 
     Raises:
         V2Error: naming the field or input at fault.
+        PayloadTooLarge: an input with more than ``max_rows`` rows (413).
     """
     length = parse_header_length(header_length, len(body))
-    doc = _load_json(body if length is None else body[:length])
+    if length is None:
+        doc = load_json_object(body, "the request")
+    else:
+        doc = load_json_object(body[:length], "the request's JSON header")
     request_params = _parameters(doc.get("parameters"), "request")
     binary_output = request_params.pop("binary_data_output", False)
     if not isinstance(binary_output, bool):
@@ -80,6 +88,10 @@ def parse_infer_request(
     offset = 0
     for i, entry in enumerate(entries):
         name, shape, datatype, params = _describe(entry, i, max_elements)
+        if max_rows is not None and shape and shape[0] > max_rows:
+            raise PayloadTooLarge(
+                f"input {name!r} has {shape[0]} rows (dim 0), more than the limit of {max_rows}"
+            )
         if name in inputs:
             raise V2Error(f"input {name!r} is given twice")
         count = math.prod(shape)
@@ -99,9 +111,9 @@ def parse_infer_request(
                 )
             chunk = view[offset : offset + size]
             offset += size
-            inputs[name] = _from_binary(name, chunk, datatype, shape, count)
+            inputs[name] = from_binary(name, chunk, datatype, shape, count)
         elif "data" in entry:
-            inputs[name] = _from_json(name, entry["data"], datatype, shape, count)
+            inputs[name] = from_json(name, entry["data"], datatype, shape, count)
         else:
             raise V2Error(f"input {name!r} has neither data nor parameters.binary_data_size")
         datatypes[name] = datatype
@@ -120,14 +132,26 @@ def parse_infer_request(
     )
 
 
-def _load_json(header: bytes) -> dict[str, Any]:
+def load_json_object(raw: bytes, what: str) -> dict[str, Any]:
+    """Parse ``raw`` as a JSON object, whatever the bytes (every V2 body goes through here).
+
+    Python's parser also takes ``NaN`` and ``Infinity``, which are not JSON: they are refused
+    here, so no non-finite number gets in through JSON (and none is echoed back).
+
+    Raises:
+        V2Error: not UTF-8, not JSON, nested too deep for the parser, or not an object.
+    """
     try:
-        doc = json.loads(header)
+        doc = json.loads(raw, parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise V2Error(f"the request header is not valid JSON: {exc}") from None
+        raise V2Error(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
-        raise V2Error(f"the request must be a JSON object, not {type(doc).__name__}")
+        raise V2Error(f"{what} must be a JSON object, not {type(doc).__name__}")
     return doc
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value (JSON numbers are finite)")
 
 
 def _parameters(value: Any, where: str) -> dict[str, Any]:
@@ -160,6 +184,12 @@ def _describe(entry: Any, i: int, max_elements: int) -> tuple[str, list[int], st
         raise V2Error(
             f"input {name!r}: shape {shape} has {count} elements, more than the limit of {max_elements}"
         )
+    span = math.prod(d for d in shape if d)  # [0, 2**63] holds nothing, but numpy cannot shape it
+    if span > max_elements:
+        raise V2Error(
+            f"input {name!r}: shape {shape} has dimensions over the limit of {max_elements} elements "
+            "(their product without the zeros is what counts)"
+        )
     datatype = entry.get("datatype")
     if datatype not in DATATYPES:
         raise V2Error(f"input {name!r}: datatype {datatype!r} is not one of {list(DATATYPES)}")
@@ -168,116 +198,6 @@ def _describe(entry: Any, i: int, max_elements: int) -> tuple[str, list[int], st
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
         raise V2Error(f"input {name!r}: binary_data_size must be a non-negative integer, got {size!r}")
     return name, shape, datatype, params
-
-
-def _from_binary(name: str, chunk: memoryview, datatype: str, shape: list[int], count: int) -> np.ndarray:
-    if datatype == BYTES:
-        try:
-            elements = deserialize_bytes(chunk, count)
-        except ValueError as exc:
-            raise V2Error(f"input {name!r} (BYTES, shape {shape}): binary data {exc}") from None
-        return _object_array(elements, shape)
-    dtype = numpy_dtype(datatype)
-    if len(chunk) != count * dtype.itemsize:
-        raise V2Error(
-            f"input {name!r}: shape {shape} of {datatype} needs {count * dtype.itemsize} bytes "
-            f"({count} x {dtype.itemsize}) but binary_data_size is {len(chunk)}"
-        )
-    if datatype == "BOOL":
-        raw = np.frombuffer(chunk, dtype=np.uint8)
-        if raw.size and raw.max() > 1:
-            raise V2Error(f"input {name!r}: BOOL bytes must be 0 or 1")
-    return np.frombuffer(chunk, dtype=dtype).reshape(shape)
-
-
-def _from_json(name: str, data: Any, datatype: str, shape: list[int], count: int) -> np.ndarray:
-    if not isinstance(data, list):
-        raise V2Error(f"input {name!r}: data must be a list (flat or nested, row-major)")
-    if datatype == BYTES:
-        elements = _flatten_strings(name, data, shape)
-        if len(elements) != count:
-            raise V2Error(f"input {name!r}: data has {len(elements)} elements; shape {shape} needs {count}")
-        return _object_array(elements, shape)
-    try:
-        array = np.asarray(data)
-    except (ValueError, TypeError, OverflowError):
-        raise V2Error(f"input {name!r}: data is not a rectangular list of numbers") from None
-    if array.size != count:
-        raise V2Error(f"input {name!r}: data has {array.size} elements; shape {shape} needs {count}")
-    if array.ndim > 1 and list(array.shape) != shape:
-        raise V2Error(
-            f"input {name!r}: nested data has shape {list(array.shape)} but the declared shape is {shape}; "
-            "nest it exactly like the shape or send it flat"
-        )
-    if not count:
-        return np.empty(shape, dtype=numpy_dtype(datatype))
-    return _convert(name, data, array, datatype).reshape(shape)
-
-
-def _convert(name: str, data: list[Any], array: np.ndarray, datatype: str) -> np.ndarray:
-    """JSON numbers must fit the datatype: no strings, no floats for ints, nothing out of range."""
-    kind, target = array.dtype.kind, numpy_dtype(datatype)
-    if datatype == "BOOL":
-        if kind != "b":
-            raise V2Error(f"input {name!r}: BOOL data must be true/false values")
-        return array
-    if target.kind == "f":
-        if kind not in "iuf":
-            raise V2Error(f"input {name!r}: {datatype} data must hold numbers, got {array.dtype.name} values")
-        return array.astype(target, copy=False)
-    values: list[Any] | None = None
-    if kind in "fO":  # numpy turns big and mixed-sign Python ints into floats or objects: look at each
-        exact = np.asarray(data, dtype=object)
-        values = exact.ravel().tolist()
-        if exact.shape != array.shape or not all(type(v) is int for v in values):
-            values = None
-    elif kind in "iu":
-        values = [int(array.min()), int(array.max())]
-    if values is None:
-        raise V2Error(f"input {name!r}: {datatype} data must hold integers, got {array.dtype.name} values")
-    info = np.iinfo(target)
-    low, high = min(values), max(values)
-    if low < info.min or high > info.max:
-        raise V2Error(f"input {name!r}: values {low}..{high} do not fit {datatype} ({info.min}..{info.max})")
-    if kind in "fO":
-        return np.array(values, dtype=target).reshape(array.shape)
-    return array.astype(target, copy=False)
-
-
-def _flatten_strings(name: str, data: list[Any], shape: list[int]) -> list[bytes]:
-    """UTF-8 encode BYTES data given flat, or nested exactly like ``shape``."""
-    leaves: list[Any] = data
-    if any(isinstance(item, list) for item in data):
-        leaves = []
-
-        def walk(items: Any, depth: int) -> None:
-            if not isinstance(items, list) or depth >= len(shape) or len(items) != shape[depth]:
-                raise V2Error(
-                    f"input {name!r}: nested data does not match the declared shape {shape}; "
-                    "nest it exactly like the shape or send it flat"
-                )
-            for item in items:
-                if depth + 1 < len(shape):
-                    walk(item, depth + 1)
-                else:
-                    leaves.append(item)
-
-        walk(data, 0)
-    out: list[bytes] = []
-    for item in leaves:
-        if not isinstance(item, str):
-            raise V2Error(f"input {name!r}: BYTES data must hold strings, got {type(item).__name__}")
-        try:
-            out.append(item.encode("utf-8"))
-        except UnicodeEncodeError:
-            raise V2Error(f"input {name!r}: element {len(out)} is not encodable as UTF-8") from None
-    return out
-
-
-def _object_array(elements: list[bytes], shape: list[int]) -> np.ndarray:
-    array = np.empty(len(elements), dtype=object)
-    array[:] = elements
-    return array.reshape(shape)
 
 
 def _requested_outputs(value: Any) -> list[RequestedOutput] | None:

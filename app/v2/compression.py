@@ -10,7 +10,7 @@ import gzip
 import zlib
 
 from app.errors import PayloadTooLarge
-from app.v2.codec import V2Error
+from app.v2.errors import V2Error
 
 ENCODINGS = ("gzip", "deflate")
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}

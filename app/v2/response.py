@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from app.v2.codec import InferRequest, RequestedOutput, V2Error
+from app.errors import InferenceFailed
 from app.v2.datatypes import BYTES, serialize_bytes, v2_datatype
+from app.v2.errors import V2Error
+from app.v2.schemas import InferRequest, RequestedOutput
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 JSON_TYPE = "application/json"
@@ -57,6 +59,7 @@ def encode_infer_response(
 
     Raises:
         V2Error: an asked-for output the model did not produce, or one that cannot be classified.
+        InferenceFailed: a non-finite value in an output sent as JSON (500).
     """
     wanted = request.outputs if request.outputs is not None else [RequestedOutput(n) for n in outputs]
     described: list[dict[str, Any]] = []
@@ -82,7 +85,13 @@ def encode_infer_response(
     if request.parameters:
         doc["parameters"] = request.parameters
     doc["outputs"] = described
-    header = json.dumps(doc, separators=(",", ":")).encode("utf-8")
+    try:
+        header = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    except ValueError:  # inputs are checked finite, so only a faulty model gets here
+        raise InferenceFailed(
+            "the model answered NaN or infinity, which JSON cannot carry; ask for the output "
+            "with parameters.binary_data"
+        ) from None
     if not chunks:
         return header, {"Content-Type": JSON_TYPE}
     return header + b"".join(chunks), {"Content-Type": BINARY_TYPE, HEADER_LENGTH: str(len(header))}

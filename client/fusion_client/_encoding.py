@@ -10,6 +10,7 @@ The SDK sends the smallest body the server decodes exactly as it would decode th
 * audio path, bytes or file object -> ``{"b64": ...}`` of the file's bytes.
 * ``(ndarray, sample_rate)`` -> a 32-bit float WAV, ``{"b64": ...}``: lossless, 4 bytes a sample
   (a JSON list costs ~20 bytes a sample and ~7 ms of server parsing per second of 16 kHz audio).
+  Samples must be floats in [-1, 1]; integer PCM is refused (scale it: ``pcm / 32768``).
 * text -> the string itself.
 
 numpy and Pillow are never imported here: an array or image can only be passed by a caller who has
@@ -125,12 +126,23 @@ def encode_audio(audio: Any) -> dict[str, Any]:
 def wav_float32(samples: Any, sample_rate: int) -> bytes:
     """A WAV file (IEEE float, 32 bit) holding ``[N]`` mono or ``[N, channels]`` samples as given.
 
-    Values are not scaled or clipped: the server treats them exactly like ``{"array": ...}``.
+    Values are not scaled: the server treats them exactly like ``{"array": ...}`` (it clips
+    floats to [-1, 1]). Integer arrays are refused rather than guessed at: int16 PCM sent as
+    floats would be clipped into a square wave, so the caller scales it (``pcm / 32768``).
+
+    Raises:
+        ValueError: wrong rank, or an integer array.
+        TypeError: an array that does not hold numbers.
     """
     np = sys.modules["numpy"]
     if samples.ndim not in (1, 2):
         raise ValueError(f"an audio array must be [N] or [N, channels]; got {list(samples.shape)}")
-    if not (np.issubdtype(samples.dtype, np.floating) or np.issubdtype(samples.dtype, np.integer)):
+    if np.issubdtype(samples.dtype, np.integer):
+        raise ValueError(
+            f"audio samples must be floats in [-1, 1], not {samples.dtype}: scale integer PCM first, "
+            "e.g. audio=(pcm / 32768, rate) for int16"
+        )
+    if not np.issubdtype(samples.dtype, np.floating):
         raise TypeError(f"an audio array must hold numbers, not {samples.dtype}")
     channels = 1 if samples.ndim == 1 else samples.shape[1]
     data = np.ascontiguousarray(samples, dtype="<f4").tobytes()

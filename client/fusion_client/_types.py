@@ -76,7 +76,7 @@ class ModelSummary:
     name: str
     versions: list[int]
     latest: int
-    fusion: str
+    fusion: str | None
     modalities: list[str]
     ready: bool
     provider: str | None
@@ -90,7 +90,7 @@ class ModelSummary:
                 name=str(data["name"]),
                 versions=[int(v) for v in data["versions"]],
                 latest=int(data["latest"]),
-                fusion=str(data.get("fusion", "")),
+                fusion=_optional_str(data.get("fusion")),
                 modalities=[str(m) for m in data["modalities"]],
                 ready=bool(data.get("ready", False)),
                 provider=data.get("provider"),
@@ -112,7 +112,7 @@ class ModelInfo:
     name: str
     version: int
     versions: list[int]
-    fusion: str
+    fusion: str | None
     description: str
     modalities: list[str]
     formats: dict[str, list[str]]
@@ -132,7 +132,7 @@ class ModelInfo:
                 name=str(data["name"]),
                 version=int(data["version"]),
                 versions=[int(v) for v in data.get("versions", [data["version"]])],
-                fusion=str(data.get("fusion", "")),
+                fusion=_optional_str(data.get("fusion")),
                 description=str(data.get("description", "")),
                 modalities=list(modalities),
                 formats={m: [str(f) for f in (s or {}).get("formats", [])] for m, s in modalities.items()},
@@ -143,6 +143,11 @@ class ModelInfo:
                 metrics=dict(data.get("metrics") or {}),
                 raw=data,
             )
+
+
+def _optional_str(value: Any) -> str | None:
+    """A string field the server may send as null (a model whose card could not be read)."""
+    return None if value is None else str(value)
 
 
 @contextmanager

@@ -186,7 +186,8 @@ def format_models(found: list[ModelSummary]) -> str:
     for m in found:
         versions = ",".join(str(v) for v in m.versions)
         ready = "yes" if m.ready else "no"
-        rows.append((m.name, m.fusion, ",".join(m.modalities), versions, ready, m.provider or "-"))
+        fusion = m.fusion or "-"  # none when the server could not read the model's card
+        rows.append((m.name, fusion, ",".join(m.modalities), versions, ready, m.provider or "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
     return "\n".join(line.rstrip() for line in lines)

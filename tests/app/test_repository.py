@@ -13,6 +13,7 @@ import pytest
 
 from app.config import Settings
 from app.errors import InvalidInput, ModelLoadError, NotFound, NotReady
+from app.manifest import Manifest
 from app.metrics import Metrics
 from app.repository import ModelRepository
 from app.runtime import CPU, ModelState
@@ -208,6 +209,8 @@ async def test_concurrent_infer_answers_are_not_swapped(models_dir: Path) -> Non
         (lambda b: b.update(text=b["text"][:1]), "different batch sizes"),
         (lambda b: b.update(text=b["text"][:0]), "no rows"),
         (lambda b: b.update(mask=[[1, 1, 1]]), "must be an array"),
+        (lambda b: b["audio"].__setitem__((1, 5), np.inf), "input 'audio' holds NaN or infinite values"),
+        (lambda b: b["mask"].__setitem__((0, 0), np.nan), "input 'mask' holds NaN or infinite values"),
     ],
 )
 async def test_infer_validates_before_batching(models_dir: Path, change: object, message: str) -> None:
@@ -228,6 +231,7 @@ async def test_models_dir_entries_that_are_not_models_are_ignored(tmp_path: Path
     (tmp_path / "REPORT.md").write_text("# report")
     (tmp_path / "Bad Name" / "1").mkdir(parents=True)
     (tmp_path / "m" / "notes").mkdir()
+    (tmp_path / "m" / "\u00b2").mkdir()  # "²": str.isdigit() says yes, int() says no
     (tmp_path / "empty").mkdir()
     repo = await started(tmp_path)
     try:
@@ -267,5 +271,46 @@ async def test_a_runtime_can_be_loaded_again_after_unload(models_dir: Path) -> N
         await asyncio.to_thread(runtime.load)
         out = await runtime.batcher.submit(runtime.validate({"text": np.zeros((2, 64), np.uint8)}))
         assert out["logits"].shape == (2, 10)
+    finally:
+        await repo.close()
+
+
+async def test_a_replaced_version_drains_before_it_closes(tmp_path: Path) -> None:
+    """load() hands out the new version at once; the old one closes after its last request."""
+    fakes.write_model(tmp_path, "m", 1, ["text"], seed=1)
+    repo = await started(tmp_path)
+    try:
+        fakes.write_model(tmp_path, "m", 2, ["text"], seed=2)
+        async with repo.serving("m") as old:  # a request that got version 1 and is still working
+            draining = asyncio.Event()
+            drain = old.drain
+
+            async def announce() -> None:
+                draining.set()
+                await drain()
+
+            old.drain = announce  # type: ignore[method-assign]
+            load = asyncio.create_task(repo.load("m"))
+            await draining.wait()
+            assert (await repo.get_ready("m")).version == 2  # new requests get the new version
+            out = await old.batcher.submit(old.validate({"text": np.zeros((3, 64), np.uint8)}))
+            assert out["logits"].shape == (3, 10) and old.ready and not load.done()
+        assert (await load).version == 2
+        assert not old.ready and old.batcher.closed
+    finally:
+        await repo.close()
+
+
+async def test_gate_weights_must_have_one_column_per_modality(tmp_path: Path) -> None:
+    manifest = fakes.make_manifest("g", 1, ALL, gated=True).model_dump()
+    manifest["outputs"][1]["shape"] = [-1, 4]
+    with pytest.raises(ValueError, match=r"gate weights need \[-1, 3\]"):
+        Manifest.model_validate(manifest)
+    target = fakes.write_model(tmp_path, "g", 1, ALL, gated=True)  # and the server refuses the card
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    repo = await started(tmp_path)
+    try:
+        runtime = await repo.get("g")
+        assert runtime.state is ModelState.FAILED and "gate weights need [-1, 3]" in runtime.reason
     finally:
         await repo.close()

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import itertools
+import threading
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+import soundfile as sf
+from PIL import Image
 
+import app.service as service_module
+from app.decode_cost import DecodeCost, probe
+from app.inputs import RawInput, decode_samples
 from tests.app import fakes
 from tests.app.conftest import PNG, PNG_B64, WAV, WAV_B64
 
@@ -182,10 +189,6 @@ async def test_concurrent_requests_with_bad_ones_mixed_in(client: httpx.AsyncCli
 
 
 async def test_big_payloads_are_parsed_and_decoded_off_the_event_loop(client: httpx.AsyncClient) -> None:
-    import io
-
-    from PIL import Image
-
     from app.service import INLINE_DECODE_BYTES
 
     noise = np.random.default_rng(0).integers(0, 256, (500, 500), dtype=np.uint8)
@@ -198,3 +201,51 @@ async def test_big_payloads_are_parsed_and_decoded_off_the_event_loop(client: ht
     by_file = await predict(client, "image_only", as_file)
     by_array = await predict(client, "image_only", as_array)
     assert probs(by_file) == pytest.approx(probs(by_array), abs=1e-6)
+
+
+def audio_file(seconds: float, rate: int, fmt: str) -> bytes:
+    """Silence: a long clip in a few KB, like the FLAC the review found decoded on the loop."""
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(int(seconds * rate), dtype=np.float32), rate, format=fmt)
+    return buf.getvalue()
+
+
+def big_png(side: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (side, side), 0).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+async def test_decode_cost_is_read_from_headers_not_sizes() -> None:
+    cheap = {"image": RawInput("b64", PNG_B64, "image"), "audio": RawInput("bytes", WAV, "audio")}
+    unwrapped, cost = probe([cheap])
+    assert (cost.pixels, cost.samples, cost.inline) == (28 * 28, 16_000, True)
+    assert unwrapped[0]["image"] == RawInput("bytes", PNG, "image")  # base64 decoded once, here
+    png = big_png(2000)
+    assert len(png) < 5_000 and not probe([{"image": RawInput("bytes", png, "image")}])[1].inline
+    flac = audio_file(2.0, 384_000, "FLAC")
+    assert len(flac) < 50_000 and probe([{"audio": RawInput("bytes", flac, "audio")}])[1].samples == 768_000
+    array = RawInput("array", [[0] * 300] * 300, "image")
+    assert probe([{"image": array}])[1] == DecodeCost(pixels=90_000)
+    garbage = {"image": RawInput("bytes", b"nope", "image"), "audio": RawInput("bytes", b"no", "audio")}
+    assert probe([garbage])[1] == DecodeCost()  # decoding refuses them at once
+
+
+async def test_costly_media_is_decoded_off_the_event_loop_and_cheap_media_on_it(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[int] = []
+
+    def recording(*args: Any) -> Any:
+        threads.append(threading.get_ident())
+        return decode_samples(*args)
+
+    monkeypatch.setattr(service_module, "decode_samples", recording)
+    loop = threading.get_ident()
+    await predict(client, "late", {"image": {"b64": PNG_B64}, "audio": {"b64": WAV_B64}})
+    big = base64.b64encode(big_png(2000)).decode()
+    await predict(client, "image_only", {"image": {"b64": big}})
+    long = base64.b64encode(audio_file(2.0, 384_000, "FLAC")).decode()
+    await predict(client, "audio_only", {"audio": {"b64": long}})
+    assert threads[0] == loop  # no thread hop for a 28x28 PNG and 1 s of 16 kHz audio
+    assert loop not in threads[1:]

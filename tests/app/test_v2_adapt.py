@@ -1,4 +1,5 @@
-"""V2 tensors -> model inputs (app.v2.adapt): omitted modalities, the mask, text as BYTES, refusals."""
+"""V2 tensors -> model inputs (app.v2.adapt, then the one validator): omitted modalities, the mask,
+text as BYTES, the row limit, refusals."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import numpy as np
 import pytest
 
 from app.batching import Tensors
-from app.errors import PayloadTooLarge
+from app.checks import check_inputs
+from app.errors import FusionError, PayloadTooLarge
 from app.manifest import Manifest
 from app.media import encode_text
-from app.v2 import V2Error, to_model_inputs, v2_datatype
+from app.v2 import to_model_inputs, v2_datatype
+from app.v2.adapt import count_rows
 
 SPECS = {
     "image": {"name": "image", "dtype": "uint8", "shape": [-1, 28, 28]},
@@ -50,12 +53,13 @@ def words(*texts: str) -> np.ndarray:
 
 
 def adapt(inputs: dict[str, np.ndarray], model: Manifest = FUSION, max_text_chars: int = 100) -> Tensors:
+    """What the service does with a parsed V2 request: adapt, then validate."""
     datatypes = {name: v2_datatype(a.dtype) for name, a in inputs.items()}
-    return to_model_inputs(model, inputs, datatypes, max_text_chars=max_text_chars)
+    return check_inputs(model, to_model_inputs(model, inputs, datatypes, max_text_chars=max_text_chars))
 
 
 def refused(inputs: dict[str, np.ndarray], model: Manifest = FUSION) -> str:
-    with pytest.raises(V2Error) as info:
+    with pytest.raises(FusionError) as info:  # V2Error from adapt, InvalidInput from the validator
         adapt(inputs, model)
     return info.value.message
 
@@ -120,12 +124,16 @@ def test_unimodal_models_take_only_their_modality() -> None:
     [
         ({"mask": np.ones((1, 3), np.float32)}, "send at least one modality input"),
         ({"image": image(), "depth": image()}, "model 'late' has no input 'depth'"),
-        ({"audio": audio().astype(np.float64)}, "input 'audio' has datatype FP64; the model wants FP32"),
-        ({"text": np.zeros((1, 64), np.float32)}, "the model wants UINT8 or BYTES strings"),
+        ({"audio": audio().astype(np.float64)}, "input 'audio' has dtype float64; the model wants float32"),
+        ({"text": np.zeros((1, 64), np.float32)}, "input 'text' has dtype float32; the model wants uint8"),
         ({"image": np.zeros((1, 28, 27), np.uint8)}, "input 'image' has shape [1, 28, 27]"),
         ({"image": np.zeros((28, 28), np.uint8)}, "input 'image' has shape [28, 28]"),
-        ({"image": image(2), "audio": audio(3)}, "inputs disagree on the batch size"),
-        ({"image": image(0)}, "inputs have no rows"),
+        ({"image": np.zeros((), np.uint8)}, "input 'image' has shape []"),
+        ({"image": image(2), "audio": audio(3)}, "inputs have different batch sizes"),
+        ({"image": image(0)}, "has no rows"),
+        ({"audio": np.full((1, 16000), np.nan, np.float32)}, "input 'audio' holds NaN or infinite values"),
+        ({"image": image(), "mask": np.array([[1, 0, np.inf]], np.float32)}, "mask values must be 0"),
+        ({"image": image(), "mask": np.ones((1, 3), np.float64)}, "input 'mask' has dtype float64"),
         ({"text": words("a", "b").reshape(1, 2)}, "must have shape [B] or [B, 1]"),
         ({"text": np.array([b"\xff"], dtype=object)}, "input 'text' row 0 is not valid UTF-8"),
         ({"text": words("   ")}, "input 'text' row 0 is empty"),
@@ -139,3 +147,8 @@ def test_inputs_the_model_cannot_take_are_refused(inputs: dict[str, np.ndarray],
 def test_text_over_the_limit_is_too_large() -> None:
     with pytest.raises(PayloadTooLarge, match="row 0 has 11 characters"):
         adapt({"text": words("x" * 11)}, max_text_chars=10)
+
+
+def test_rows_are_the_largest_dim_0() -> None:
+    assert count_rows({"text": words("a", "b"), "image": image(3)}) == 3
+    assert count_rows({"image": np.zeros((), np.uint8)}) == 0  # a scalar has none; the validator says so

@@ -11,7 +11,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import serialize_byte_tensor
 
-from app.errors import BadRequest
+from app.errors import BadRequest, PayloadTooLarge
 from app.v2 import DATATYPES, V2Error, numpy_dtype, parse_infer_request, v2_datatype
 from app.v2.datatypes import deserialize_bytes, serialize_bytes
 
@@ -170,6 +170,9 @@ def test_json_data_that_disagrees_with_shape_or_datatype_is_refused(
         (body(tensor("x", [True], "FP32", [1.0])), "shape must be a list of non-negative integers"),
         (body(tensor("x", [1] * 33, "FP32", [1.0])), "shape must be a list of non-negative integers"),
         (body(tensor("x", [1 << 20, 1 << 20], "FP32", [1.0])), "more than the limit"),
+        (body(tensor("x", [0, 1 << 63], "FP32", [])), "over the limit"),  # no element, still refused
+        (body(tensor("x", [0, 1 << 29], "BYTES", [])), "over the limit"),
+        (body(tensor("x", [0, *[1 << 20] * 3], "FP32", [])), "over the limit"),
         (body(tensor("x", [1], "BF16", [1.0])), "datatype 'BF16' is not one of"),
         (body(tensor("x", [1], "float32", [1.0])), "datatype 'float32' is not one of"),
         (body(tensor("x", [1], "FP32")), "neither data nor parameters.binary_data_size"),
@@ -202,6 +205,19 @@ def test_the_error_is_a_bad_request() -> None:
     with pytest.raises(BadRequest) as info:
         parse_infer_request(b"nope")
     assert info.value.status_code == 400
+
+
+def test_rows_over_the_limit_are_refused_from_the_shape_before_the_data_is_read() -> None:
+    many = body(tensor("t", [20_000], "BYTES", ["x"] * 20_000))  # 100 KB; 1.28 GB once filled in
+    with pytest.raises(PayloadTooLarge, match="input 't' has 20000 rows .* more than the limit of 64"):
+        parse_infer_request(many, max_rows=64)
+    not_read = body(tensor("i", [65, 1], "UINT8", "never looked at"))
+    with pytest.raises(PayloadTooLarge, match="65 rows"):
+        parse_infer_request(not_read, max_rows=64)
+    assert (
+        parse_infer_request(body(tensor("t", [64], "BYTES", ["x"] * 64)), max_rows=64).inputs["t"].size == 64
+    )
+    assert parse_infer_request(many).inputs["t"].size == 20_000  # no limit unless asked
 
 
 def test_max_elements_is_configurable() -> None:
@@ -292,6 +308,8 @@ def test_binary_inputs_take_consecutive_slices_in_input_order() -> None:
     [
         ("abc", "must be a whole number"),
         ("-3", "must be a whole number"),
+        ("\u00b2", "must be a whole number"),  # str.isdigit() says yes, int() says no
+        ("\u0661\u0662", "must be a whole number"),  # Arabic-Indic digits: int() would take them
         ("0", "it must count the JSON header"),
         ("100000", "it must count the JSON header"),
     ],

@@ -12,10 +12,10 @@ import httpx
 import numpy as np
 import pytest
 
+from app.batching import AdaptiveBatcher
 from app.config import Settings
 from app.main import create_app
 from app.media import encode_text
-from app.service import InferenceService
 from tests.app.conftest import Serve
 from tests.app.v2_helpers import binary_request, json_request, read_result, reference, sample_inputs, texts
 
@@ -103,6 +103,8 @@ async def test_readiness_per_model_and_version(client: httpx.AsyncClient) -> Non
         ("/v2/models/late/versions/7", 404),
         ("/v2/models/late/versions/x", 404),
         ("/v2/models/late/versions/0/ready", 404),
+        ("/v2/models/late/versions/%C2%B2", 404),  # "²": str.isdigit() says yes, int() says no
+        ("/v2/models/late/versions/%D9%A1/ready", 404),  # Arabic-Indic 1: int() would take it
         ("/v2/models/broken", 200),  # the manifest is fine; the graph is what failed
         ("/v2/nowhere", 404),
     ],
@@ -227,7 +229,7 @@ BAD_REQUESTS = [
     ({"inputs": [{**TEXT, "name": "depth"}]}, "has no input 'depth'"),
     (
         {"inputs": [{**TEXT, "datatype": "FP32", "data": [1.0], "shape": [1]}]},
-        "the model wants UINT8 or BYTES",
+        "input 'text' has dtype float32; the model wants uint8",
     ),
     (
         {"inputs": [{"name": "text", "shape": [1, 63], "datatype": "UINT8", "data": [1] * 63}]},
@@ -239,6 +241,16 @@ BAD_REQUESTS = [
     ({"inputs": [TEXT, TEXT]}, "given twice"),
     ({"inputs": []}, "non-empty list"),
     ({"inputs": [{**TEXT, "data": [""]}]}, "row 0 is empty"),
+    ({"inputs": [{**TEXT, "shape": [0, 1 << 63], "data": []}]}, "over the limit"),
+    (
+        {
+            "inputs": [
+                {"name": "audio", "shape": [1, 16000], "datatype": "FP32", "data": [0.0] * 15999 + [1e39]}
+            ]
+        },
+        "holds NaN or infinite values",
+    ),  # 1e39 is inf as FP32
+    ({"inputs": [TEXT], "parameters": {"x": float("inf")}}, "Infinity is not a JSON value"),
 ]
 
 
@@ -249,8 +261,9 @@ async def test_bad_requests_are_400_before_inference(
     async def must_not_run(*args: Any) -> None:
         raise AssertionError("an invalid request reached the batcher")
 
-    monkeypatch.setattr(InferenceService, "infer", must_not_run)
-    response = await client.post("/v2/models/late/infer", json=doc)
+    monkeypatch.setattr(AdaptiveBatcher, "submit", must_not_run)
+    content = json.dumps(doc).encode()  # Python writes NaN and Infinity, which are not JSON
+    response = await client.post("/v2/models/late/infer", content=content)
     assert response.status_code == 400
     assert message in response.json()["error"]
 
@@ -261,6 +274,13 @@ async def test_bad_requests_are_400_before_inference(
         (b"{not json", {}, 400, "not valid JSON"),
         (b'{"inputs": []}', {"Inference-Header-Content-Length": "x"}, 400, "whole number"),
         (b'{"inputs": []}', {"Inference-Header-Content-Length": "99"}, 400, "must count the JSON header"),
+        (
+            b'{"inputs": []}',
+            {"Inference-Header-Content-Length": "\u00b2".encode("latin-1")},
+            400,
+            "whole number",
+        ),
+        (b'{"inputs": [' + b"[" * 100_000, {}, 400, "not valid JSON"),
         (b"abc", {"Content-Encoding": "gzip"}, 400, "not valid gzip"),
     ],
 )
@@ -284,6 +304,7 @@ async def test_binary_sizes_that_disagree_are_400(client: httpx.AsyncClient) -> 
     [
         ("/v2/models/nope/infer", 404),
         ("/v2/models/late/versions/9/infer", 404),
+        ("/v2/models/late/versions/%C2%B2/infer", 404),
         ("/v2/models/broken/infer", 503),
     ],
 )
@@ -317,3 +338,22 @@ async def test_api_key_guards_all_but_health(make_client: Serve) -> None:
         ):
             assert response.status_code == 401
         assert (await c.get("/v2", headers={"X-API-Key": "s3cret"})).status_code == 200
+
+
+async def test_non_finite_inputs_are_400_and_never_come_back_as_json(client: httpx.AsyncClient) -> None:
+    inputs = sample_inputs(rows=2, seed=4)
+    inputs["audio"][1, 7] = np.nan
+    body, headers = binary_request(inputs)  # binary FP32 carries NaN; JSON cannot
+    response = await client.post("/v2/models/late/infer", content=body, headers=headers)
+    assert response.status_code == 400
+    assert response.json() == {"error": "input 'audio' holds NaN or infinite values"}
+
+
+async def test_rows_are_limited_before_the_request_is_adapted(make_client: Serve) -> None:
+    many = {"name": "text", "shape": [20_000], "datatype": "BYTES", "data": ["x"] * 20_000}
+    async with make_client(max_instances=8) as c:
+        response = await c.post("/v2/models/late/infer", json={"inputs": [many]})
+        assert response.status_code == 413
+        assert "'text' has 20000 rows (dim 0), more than the limit of 8" in response.json()["error"]
+        eight = json_request({"text": texts(*["un"] * 8)})
+        assert (await c.post("/v2/models/late/infer", json=eight)).status_code == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from app.config import Settings
 from tests.app import fakes
-from tests.app.conftest import serve
+from tests.app.conftest import PNG_B64, serve
 from tests.app.v2_helpers import json_request, sample_inputs, texts
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -96,6 +97,18 @@ async def test_repository_errors(
     assert message in response.json()["error"]
 
 
+@pytest.mark.parametrize(
+    "path", ["/v2/repository/index", "/v2/repository/models/late/load", "/v2/repository/models/late/unload"]
+)
+@pytest.mark.parametrize("raw", [b"[" * 100_000, b'{"a": NaN}', b"\xff"], ids=["deep", "nan", "binary"])
+async def test_repository_bodies_that_are_not_json_are_400(
+    client: httpx.AsyncClient, path: str, raw: bytes
+) -> None:
+    response = await client.post(path, content=raw)
+    assert response.status_code == 400
+    assert "the body is not valid JSON" in response.json()["error"]
+
+
 async def test_a_failed_load_keeps_the_old_version_serving(repo: Path) -> None:
     async with serve(Settings(models_dir=repo)) as c:
         bad = repo / "late" / "5"
@@ -106,3 +119,23 @@ async def test_a_failed_load_keeps_the_old_version_serving(repo: Path) -> None:
         assert response.status_code == 503
         assert (await c.get("/v2/models/late/ready")).json()["version"] == "2"
         assert (await index(c))[("late", "5")]["state"] == "UNAVAILABLE"
+
+
+async def test_a_reload_under_load_fails_no_request(repo: Path) -> None:
+    """The replaced version drains: every request it took is answered, by it or by the new one."""
+    body = {"text": "sept", "image": {"b64": PNG_B64}}
+    async with serve(Settings(models_dir=repo)) as c:
+        fakes.write_model(repo, "late", 3, fakes.ALL, seed=11)
+
+        async def predict() -> httpx.Response:
+            return await c.post("/v1/models/late/predict", json=body)
+
+        first = [asyncio.create_task(predict()) for _ in range(200)]
+        reload = asyncio.create_task(c.post("/v2/repository/models/late/load"))
+        second = [asyncio.create_task(predict()) for _ in range(200)]
+        answers = await asyncio.gather(*first, *second)
+        assert (await reload).json() == {"name": "late", "version": "3", "ready": True}
+        assert [r.status_code for r in answers] == [200] * 400, {r.text for r in answers}
+        assert {r.json()["version"] for r in answers} <= {2, 3}
+        assert (await predict()).json()["version"] == 3
+        assert (await index(c))[("late", "2")]["state"] == "UNAVAILABLE"  # and closed once drained

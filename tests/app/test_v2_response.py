@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 
-from app.errors import PayloadTooLarge
+from app.errors import InferenceFailed, PayloadTooLarge
 from app.v2 import HEADER_LENGTH, InferRequest, RequestedOutput, V2Error, check_outputs, encode_infer_response
 from app.v2.compression import compress, decompress, negotiate
 
@@ -51,6 +51,14 @@ def test_json_outputs_carry_name_datatype_shape_and_data() -> None:
     assert logits["shape"] == [2, 3]
     assert logits["data"] == LOGITS.ravel().tolist()
     np.testing.assert_array_equal(result.as_numpy("weights"), WEIGHTS)
+
+
+def test_a_non_finite_output_is_never_sent_as_invalid_json() -> None:
+    broken = {"logits": np.array([[np.nan, 1.0, np.inf]], dtype=np.float32)}
+    with pytest.raises(InferenceFailed, match="NaN or infinity.*binary_data"):
+        encode_infer_response(request(), broken, model_name="m", model_version=1)
+    binary = encode(request(binary_data_output=True), broken)  # binary carries IEEE floats as they are
+    np.testing.assert_array_equal(binary.as_numpy("logits"), broken["logits"])
 
 
 def test_binary_data_output_sends_every_output_binary() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.api.deps import RepositoryDep
-from app.errors import NotReady
 from app.schemas import ErrorBody, HealthStatus
 
 router = APIRouter(prefix="/health", tags=["health"])
@@ -23,6 +22,5 @@ async def live() -> dict[str, str]:
     summary="The repository is loaded (per-model readiness: GET /v1/models/{name}/ready)",
 )
 async def ready(repository: RepositoryDep) -> dict[str, str]:
-    if not repository.ready:
-        raise NotReady("not ready: models are still loading")
+    repository.require_started()
     return {"status": "ready"}

@@ -9,16 +9,15 @@ from fastapi.responses import JSONResponse
 
 from app.api.deps import ApiKeyDep, RepositoryDep, ServiceDep
 from app.api.parsing import parse_predict
-from app.errors import NotReady
 from app.repository import ModelRepository
 from app.runtime import ModelRuntime
 from app.schemas import (
-    ErrorBody,
     ModelList,
     ModelMetadata,
     ModelReadiness,
     PredictionsResponse,
     PredictResponse,
+    error_responses,
 )
 
 FORMATS = {
@@ -28,11 +27,7 @@ FORMATS = {
 }
 
 
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorBody} for code in codes}
-
-
-router = APIRouter(prefix="/v1", tags=["v1"], dependencies=[ApiKeyDep], responses=_errors(401, 503))
+router = APIRouter(prefix="/v1", tags=["v1"], dependencies=[ApiKeyDep], responses=error_responses(401, 503))
 NameParam = Path(description="Model name", examples=["late"])
 VersionParam = Path(ge=1, description="Model version", examples=[1])
 
@@ -45,7 +40,7 @@ async def list_models(repository: RepositoryDep) -> dict[str, Any]:
 @router.get(
     "/models/{name}",
     response_model=ModelMetadata,
-    responses=_errors(404),
+    responses=error_responses(404),
     summary="Metadata of the default version",
 )
 async def model_metadata(service: ServiceDep, name: str = NameParam) -> dict[str, Any]:
@@ -55,7 +50,7 @@ async def model_metadata(service: ServiceDep, name: str = NameParam) -> dict[str
 @router.get(
     "/models/{name}/versions/{version}",
     response_model=ModelMetadata,
-    responses=_errors(404),
+    responses=error_responses(404),
     summary="Metadata of one version (loaded on first use)",
 )
 async def version_metadata(
@@ -67,13 +62,12 @@ async def version_metadata(
 @router.get(
     "/models/{name}/ready",
     response_model=ModelReadiness,
-    responses=_errors(404),
+    responses=error_responses(404),
     summary="200 when the default version is ready, else 503",
 )
 async def model_ready(service: ServiceDep, name: str = NameParam) -> dict[str, Any]:
     runtime = await service.model(name)
-    if not runtime.ready:
-        raise NotReady(f"model {name!r} version {runtime.version} is {runtime.state.value}")
+    runtime.serving_manifest()  # NotReady (503) naming the state and the reason
     return {"name": name, "version": runtime.version, "ready": True}
 
 
@@ -83,7 +77,7 @@ async def model_ready(service: ServiceDep, name: str = NameParam) -> dict[str, A
     response_model=None,
     responses={
         200: {"model": PredictResponse | PredictionsResponse, "description": "One answer, or {predictions}"},
-        **_errors(400, 404, 413, 422),
+        **error_responses(400, 404, 413, 422),
     },
 )
 async def predict(request: Request, service: ServiceDep, name: str = NameParam) -> JSONResponse:
