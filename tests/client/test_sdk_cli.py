@@ -91,6 +91,9 @@ def test_models_table_and_json(invoke: Invoke) -> None:
         json.loads(invoke(Recorder(httpx.Response(200, json=listing)), "models", "--json").output) == listing
     )
     assert "no models" in invoke(Recorder(httpx.Response(200, json={"models": []})), "models").output
+    broken = {"name": "broken", "versions": [1], "latest": 1, "fusion": None, "modalities": []}
+    row = invoke(Recorder(httpx.Response(200, json={"models": [broken]})), "models").output.splitlines()[1]
+    assert row.split() == ["broken", "-", "1", "no", "-"]  # not "None"
 
 
 def test_url_and_api_key_come_from_options_or_environment(invoke: Invoke) -> None:

@@ -111,6 +111,16 @@ def test_model_card(call: Callable[..., Any], version: int | None, path: str) ->
     assert card.raw["modalities"]["audio"]["tensor"]["shape"] == [-1, 16000]
 
 
+def test_a_model_whose_card_the_server_could_not_read_has_no_fusion(call: Callable[..., Any]) -> None:
+    """The server sends ``"fusion": null`` then; it must not become the string "None"."""
+    broken = {"name": "broken", "versions": [1], "latest": 1, "fusion": None, "modalities": []}
+    (summary,) = call(Recorder(httpx.Response(200, json={"models": [broken]})), "models")
+    assert summary.fusion is None
+    card: ModelInfo = call(Recorder(httpx.Response(200, json={**CARD, "fusion": None})), "model", "late")
+    assert card.fusion is None
+    assert call(Recorder(httpx.Response(200, json=CARD)), "model", "late").fusion == "late"
+
+
 def test_model_names_are_escaped_in_the_path(call: Callable[..., Any]) -> None:
     recorder = Recorder(httpx.Response(404, json={"error": "unknown model"}))
     with pytest.raises(NotFound):

@@ -120,6 +120,18 @@ def test_audio_arrays_are_sent_as_exact_float_wav(call: Callable[..., Any], shap
     assert np.array_equal(data, samples.astype(np.float32).reshape(shape[0], -1))
 
 
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.uint8])
+def test_integer_audio_is_refused_not_clipped(call: Callable[..., Any], dtype: Any) -> None:
+    """int16 PCM sent as float WAV would reach the server as values up to 32767 and be clipped."""
+    recorder = Recorder(httpx.Response(200, json=answer()))
+    pcm = (np.sin(np.arange(1600) / 5) * 100).astype(dtype)
+    with pytest.raises(ValueError, match=r"scale integer PCM first, e\.g\. audio=\(pcm / 32768, rate\)"):
+        call(recorder, "predict", "late", audio=(pcm, 16000))
+    assert recorder.requests == []
+    scaled = unb64(sent(call, audio=(pcm / 32768, 16000))["audio"])  # the documented fix works
+    assert np.allclose(sf.read(io.BytesIO(scaled), dtype="float32")[0], pcm / 32768, atol=1e-7)
+
+
 def test_the_server_decodes_sent_arrays_exactly_like_json_arrays() -> None:
     """The efficient encodings (PNG, float WAV) change nothing the model sees."""
     import app.media as media
