@@ -19,6 +19,10 @@ DEFAULT_SAMPLES = 16_000
 DEFAULT_MAX_SECONDS = 30.0
 MIN_SAMPLE_RATE = 1_000
 MAX_SAMPLE_RATE = 384_000
+MAX_ARRAY_CHANNELS = 32
+"""More "channels" than this in an array almost surely means a channels-first array."""
+_BLOCK_SAMPLES = 1 << 20
+"""Samples (frames x channels) decoded at a time, so memory stays bounded for any channel count."""
 
 
 def decode_audio(
@@ -30,7 +34,9 @@ def decode_audio(
 ) -> np.ndarray:
     """Decode WAV/FLAC/OGG bytes into a float32 ``[samples]`` mono clip at ``sample_rate``.
 
-    The duration is read from the header and checked before the samples are decoded.
+    The duration is read from the header and checked before the samples are decoded, and the
+    channels are mixed down block by block: a small compressed file with many channels cannot
+    make the decoder allocate more than the mono clip.
 
     Raises:
         MediaError: empty, truncated or unreadable bytes, no frames, NaN/inf samples.
@@ -40,20 +46,27 @@ def decode_audio(
         raise MediaError("audio", "is empty (0 bytes)")
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
-            rate, frames = int(f.samplerate), int(f.frames)
+            rate, frames, channels = int(f.samplerate), int(f.frames), int(f.channels)
             _check_rate(rate)
-            if frames > max_seconds * rate:
+            limit = int(max_seconds * rate)
+            if frames > limit:
                 raise MediaTooLarge(
                     "audio", f"lasts {frames / rate:.1f} s, more than the limit of {max_seconds:g} s"
                 )
-            wave = f.read(dtype="float32", always_2d=True)
+            blocks, read = [], 0
+            for block in f.blocks(
+                blocksize=max(1, _BLOCK_SAMPLES // max(channels, 1)), dtype="float32", always_2d=True
+            ):
+                read += block.shape[0]
+                if read > limit:  # the header understated the length
+                    raise MediaTooLarge("audio", f"lasts more than the limit of {max_seconds:g} s")
+                blocks.append(block.mean(axis=1, dtype=np.float32))
     except MediaError:
         raise
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as exc:
-        raise MediaError(
-            "audio", f"could not be decoded as WAV/FLAC/OGG: {exc}"
-        ) from exc
-    return _finish(wave, rate, sample_rate=sample_rate, samples=samples)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError, OverflowError) as exc:
+        raise MediaError("audio", f"could not be decoded as WAV/FLAC/OGG: {exc}") from exc
+    mono = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+    return _finish(mono, rate, sample_rate=sample_rate, samples=samples)
 
 
 def audio_from_array(
@@ -66,40 +79,66 @@ def audio_from_array(
 ) -> np.ndarray:
     """Turn a waveform array sampled at ``rate`` Hz into the model's clip.
 
-    Accepts ``[N]`` (mono) or ``[N, channels]`` float samples in [-1, 1].
+    Accepts ``[N]`` (mono) or ``[N, channels]`` samples in [-1, 1]. Float samples beyond that
+    range are clipped, as for float audio files; integer samples beyond it are refused, since
+    they are almost surely raw PCM (e.g. int16) that needs scaling, and clipping would turn
+    them into a square wave.
 
     Raises:
-        MediaError: wrong rank, bad rate, no samples, NaN/inf.
+        MediaError: wrong rank or channel count, bad rate, no samples, NaN/inf, unscaled PCM.
         MediaTooLarge: longer than ``max_seconds``.
     """
-    _check_rate(rate)
+    rate = _check_rate(rate)
     arr = np.asarray(array)
     if arr.ndim not in (1, 2):
         raise MediaError("audio", f"array must have shape [N] or [N, channels]; got {list(arr.shape)}")
-    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+    if arr.ndim == 2 and arr.shape[1] > MAX_ARRAY_CHANNELS:
+        raise MediaError(
+            "audio",
+            f"array has shape {list(arr.shape)}: more than {MAX_ARRAY_CHANNELS} channels; "
+            "arrays are [N, channels], so transpose a channels-first array",
+        )
+    if arr.dtype == np.bool_ or not (
+        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+    ):
         raise MediaError("audio", f"array must hold numbers, not {arr.dtype}")
     if arr.shape[0] > max_seconds * rate:
         raise MediaTooLarge(
             "audio", f"lasts {arr.shape[0] / rate:.1f} s, more than the limit of {max_seconds:g} s"
         )
-    wave = arr.astype(np.float32).reshape(arr.shape[0], -1)
-    return _finish(wave, rate, sample_rate=sample_rate, samples=samples)
-
-
-def _check_rate(rate: int) -> None:
-    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+    if arr.size and np.issubdtype(arr.dtype, np.integer) and (arr.min() < -1 or arr.max() > 1):
         raise MediaError(
-            "audio", f"sample rate {rate} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz"
+            "audio",
+            f"integer samples must lie in [-1, 1], got {arr.min()}..{arr.max()}; send floats in [-1, 1] "
+            "(divide int16 PCM by 32768)",
         )
-
-
-def _finish(wave: np.ndarray, rate: int, *, sample_rate: int, samples: int) -> np.ndarray:
-    """[frames, channels] float32 -> mono, resampled, windowed, clipped."""
-    if wave.shape[0] == 0 or wave.shape[1] == 0:
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused below
+        wave = arr.astype(np.float32)
+    if wave.ndim == 1:
+        wave = wave[:, None]
+    if wave.shape[1] == 0:
         raise MediaError("audio", "has no samples")
-    if not np.isfinite(wave).all():
+    return _finish(wave.mean(axis=1, dtype=np.float32), rate, sample_rate=sample_rate, samples=samples)
+
+
+def _check_rate(rate: object) -> int:
+    """The sample rate as an int, or MediaError: a whole number of Hz within the supported range."""
+    if isinstance(rate, bool) or not isinstance(rate, int | float | np.integer | np.floating):
+        raise MediaError("audio", f"sample rate must be a number of Hz, not {type(rate).__name__}")
+    if not float(rate).is_integer() or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise MediaError(
+            "audio",
+            f"sample rate {rate} Hz is not a whole number within {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz",
+        )
+    return int(rate)
+
+
+def _finish(mono: np.ndarray, rate: int, *, sample_rate: int, samples: int) -> np.ndarray:
+    """float32 mono -> resampled, windowed, clipped."""
+    if mono.shape[0] == 0:
+        raise MediaError("audio", "has no samples")
+    if not np.isfinite(mono).all():  # any non-finite channel makes the mix non-finite
         raise MediaError("audio", "holds NaN or infinite samples")
-    mono = wave.mean(axis=1, dtype=np.float32)
     if rate != sample_rate:
         mono = soxr.resample(mono, rate, sample_rate, quality="HQ").astype(np.float32)
     return fit_window(np.clip(mono, -1.0, 1.0), samples)

@@ -7,7 +7,7 @@ square (aspect kept) and padded with black, the MNIST background.
 from __future__ import annotations
 
 import io
-import warnings
+import struct
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -32,27 +32,30 @@ def decode_image(
     if not data:
         raise MediaError("image", "is empty (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            width, height = img.size
-            if width * height > max_pixels:
-                raise MediaTooLarge(
-                    "image", f"has {width}x{height} pixels, more than the limit of {max_pixels}"
-                )
-            if width == 0 or height == 0:
-                raise MediaError("image", f"has no pixels ({width}x{height})")
-            img.load()
+        # No warnings.catch_warnings() here: it swaps process-wide state and is not thread-safe.
+        # Our own header check comes first for any sane limit; Pillow's bomb error is the backstop.
+        img: Image.Image = Image.open(io.BytesIO(data))
+        width, height = img.size
+        if width * height > max_pixels:
+            raise MediaTooLarge("image", f"has {width}x{height} pixels, more than the limit of {max_pixels}")
+        if width == 0 or height == 0:
+            raise MediaError("image", f"has no pixels ({width}x{height})")
+        img.load()
+        # inside the try: a malformed EXIF block must be a bad image, not a server error
+        img = ImageOps.exif_transpose(img)
     except MediaError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise MediaTooLarge("image", f"is too large to decode: {exc}") from exc
     except UnidentifiedImageError as exc:
         raise MediaError("image", "is not an image format that can be read (PNG, JPEG, ...)") from exc
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError, KeyError, IndexError, struct.error) as exc:
         raise MediaError("image", f"could not be decoded: {exc}") from exc
-    img = ImageOps.exif_transpose(img)
-    return _to_square(_to_grayscale(img), size)
+    try:
+        gray = _to_grayscale(img)
+    except (ValueError, OSError) as exc:
+        raise MediaError("image", f"has unusable pixels (mode {img.mode}): {exc}") from exc
+    return _to_square(gray, size)
 
 
 def image_from_array(
@@ -75,7 +78,9 @@ def image_from_array(
         raise MediaError("image", f"array has no pixels ({list(arr.shape)})")
     if arr.shape[0] * arr.shape[1] > max_pixels:
         raise MediaTooLarge("image", f"array has more than {max_pixels} pixels")
-    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+    if arr.dtype == np.bool_ or not (
+        np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+    ):
         raise MediaError("image", f"array must hold integers 0..255 or floats 0..1, not {arr.dtype}")
     if np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all():
@@ -96,11 +101,15 @@ def _to_grayscale(img: Image.Image) -> Image.Image:
     """Any Pillow mode -> 8-bit ``L``; transparency is composited onto black."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(arr).all():
+            raise ValueError("the image holds NaN or infinite pixel values")
         top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
         if img.mode == "F" and arr.max(initial=0) <= 1.0:
             top = 1.0
         scaled = np.clip(np.rint(arr / top * 255.0), 0, 255).astype(np.uint8)
         return Image.fromarray(scaled, mode="L")
+    if img.mode == "LAB":
+        return img.getchannel("L")  # lightness is the grey level; Pillow cannot convert LAB
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("LA", "La", "PA", "RGBA", "RGBa"):

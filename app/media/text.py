@@ -22,8 +22,8 @@ def encode_text(
     """NFC-normalise, UTF-8 encode, truncate at a character boundary, zero pad.
 
     Raises:
-        MediaError: not a string, empty after stripping, or holding NUL characters
-            (NUL is the padding byte, so it cannot be told apart).
+        MediaError: not a string, empty after stripping, holding NUL characters
+            (NUL is the padding byte, so it cannot be told apart) or lone surrogates.
         MediaTooLarge: more than ``max_chars`` characters (checked first).
     """
     if not isinstance(text, str):
@@ -35,7 +35,10 @@ def encode_text(
     text = unicodedata.normalize("NFC", text).strip()
     if not text:
         raise MediaError("text", "is empty")
-    raw = text.encode("utf-8")
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # e.g. a lone surrogate from a JSON "\ud800" escape
+        raise MediaError("text", f"is not valid Unicode: {exc.reason} at character {exc.start}") from exc
     if len(raw) > max_bytes:
         raw = raw[:max_bytes].decode("utf-8", errors="ignore").encode("utf-8")
     out = np.zeros(max_bytes, dtype=np.uint8)

@@ -1,0 +1,158 @@
+"""The ``python -m training`` command line (typer).
+
+One command per job (``data`` here; training and reporting register on the same ``app``).
+Expected failures (a missing tool, a bad manifest row) print one line and exit 1; anything
+else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="Build data sets, train and export fusion models, write the report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+SeedOption = Annotated[int, typer.Option(help="Seed of everything random (data, splits, subsets).")]
+LimitOption = Annotated[
+    int | None, typer.Option(help="Use a stratified subset of this many samples (fast trials, tests).")
+]
+CacheDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Where built data sets are cached.", show_default="<repo>/.cache/data", envvar="FUSION_CACHE_DIR"
+    ),
+]
+SourceOption = Annotated[
+    str, typer.Option("--data", help="'default' (built-in digits) or a .jsonl/.csv manifest (or its folder).")
+]
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False,
+) -> None:
+    """fusionserve training tools."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+
+
+def fail(message: str) -> typer.Exit:
+    """Print ``message`` to stderr; the caller raises the returned exit (status 1)."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+@app.command()
+def data(
+    source: SourceOption = "default",
+    seed: SeedOption = 0,
+    limit: LimitOption = None,
+    cache_dir: CacheDirOption = None,
+    export: Annotated[
+        Path | None, typer.Option(help="Also write the data set as PNG + WAV files and manifest.jsonl here.")
+    ] = None,
+    probe: Annotated[
+        bool, typer.Option(help="Train the unimodal baselines on it and print each modality's test accuracy.")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Build (or load from the cache) a data set and print its fingerprint."""
+    from training.data import MissingToolError, load_dataset
+    from training.data import export as export_dataset
+
+    start = time.perf_counter()
+    try:
+        ds = load_dataset(source, seed=seed, limit=limit, cache_dir=cache_dir, progress=progress)
+    except (MissingToolError, FileNotFoundError, ValueError) as exc:  # ValueError: DatasetError, bad limit
+        raise fail(str(exc)) from exc
+    counts = ", ".join(f"{k} {v}" for k, v in ds.counts().items())
+    typer.echo(f"data {source!r} (seed {seed}): {len(ds)} samples ({counts}), {len(ds.labels)} classes")
+    typer.echo(f"ready in {time.perf_counter() - start:.1f} s")
+    typer.echo(f"fingerprint {ds.fingerprint}")
+    if export is not None:
+        manifest = export_dataset(ds, export, progress=progress)
+        typer.echo(f"exported to {manifest}")
+    if probe:
+        from training.data.probe import probe_modalities
+
+        for modality, accuracy in probe_modalities(ds, seed=seed, progress=progress).items():
+            typer.echo(f"{modality:>6} alone: test accuracy {100 * accuracy:.1f}%")
+
+
+ModelsOption = Annotated[
+    str,
+    typer.Option(
+        "--fusion",
+        help="all | fusions | baselines | a comma-separated list of "
+        "early, intermediate, late, gated, image_only, audio_only, text_only.",
+    ),
+]
+OutOption = Annotated[Path, typer.Option(help="Model repository to export into.")]
+
+
+@app.command()
+def train(
+    fusion: ModelsOption = "all",
+    source: SourceOption = "default",
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs per model.")] = 12,
+    seed: SeedOption = 0,
+    out: OutOption = Path("models"),
+    version: Annotated[
+        int | None,
+        typer.Option(min=1, help="Version to write (replaced if present); default: the next free one."),
+    ] = None,
+    limit: LimitOption = None,
+    cache_dir: CacheDirOption = None,
+    threads: Annotated[int, typer.Option(min=1, help="torch intra-op threads.")] = 1,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Train, export (with a parity check) and evaluate models, then rewrite OUT/REPORT.md."""
+    import sys
+
+    from training.data import MissingToolError
+    from training.export import ExportError
+    from training.pipeline import resolve_models, run
+
+    try:
+        names = resolve_models(fusion)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    start = time.perf_counter()
+    try:
+        dirs = run(
+            names,
+            source=source,
+            epochs=epochs,
+            seed=seed,
+            out=out,
+            version=version,
+            limit=limit,
+            cache_dir=cache_dir,
+            threads=threads,
+            progress=progress,
+            command="python -m training " + " ".join(sys.argv[1:]),
+        )
+    except (MissingToolError, FileNotFoundError, ValueError, ExportError) as exc:
+        raise fail(str(exc)) from exc
+    typer.echo(f"exported {len(dirs)} model(s) to {out} in {(time.perf_counter() - start) / 60:.1f} min")
+    typer.echo(f"report: {out / 'REPORT.md'}")
+
+
+@app.command()
+def report(out: OutOption = Path("models")) -> None:
+    """Rebuild OUT/REPORT.md from the manifests of the latest version of every model."""
+    from training.pipeline import report as write
+
+    if not out.is_dir():
+        raise fail(f"{out} is not a folder")
+    typer.echo(f"report: {write(out, {'command': 'python -m training report'})}")
