@@ -6,6 +6,7 @@ repository, so it always describes what would be served.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -61,7 +62,17 @@ def latest_models(out: Path) -> list[Path]:
 
 
 def report(out: Path, info: dict[str, Any]) -> Path:
-    """Rebuild ``REPORT.md`` from the latest manifests in ``out``."""
+    """Rebuild ``REPORT.md`` from the latest manifests in ``out``.
+
+    The last training run's facts (data, epochs, wall time) are kept in ``out/report.json`` so a
+    report rebuilt later still states them; a wall time counts only if that run trained every
+    model in the report.
+    """
+    saved = out / "report.json"
+    if "wall_seconds" in info:
+        saved.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    elif saved.exists():
+        info = {**json.loads(saved.read_text(encoding="utf-8")), **info}
     order = {name: i for i, name in enumerate(ALL_MODELS)}
     evals: list[Evaluation] = []
     for d in latest_models(out):
@@ -69,6 +80,8 @@ def report(out: Path, info: dict[str, Any]) -> Path:
         if "test_accuracy" in manifest.metrics:
             evals.append(from_manifest(manifest, (d / "model.onnx").stat().st_size))
     evals.sort(key=lambda e: order.get(e.name, len(order)))
+    if not {e.name for e in evals} <= set(info.get("models", [])):
+        info.pop("wall_seconds", None)  # that run did not train everything reported here
     return write_report(evals, out, info)
 
 
@@ -122,6 +135,7 @@ def run(
             print(f"{name:>13}: test accuracy {100 * evaluation.accuracy:5.1f}%  -> {path}")
         dirs.append(path)
     info_all = {
+        "models": models,
         "data": source,
         "fingerprint": ds.fingerprint,
         "seed": seed,

@@ -108,18 +108,23 @@ def choose(evals: list[Evaluation]) -> list[str]:
 def plot(evals: list[Evaluation], out: Path) -> list[str]:
     """Robustness curves (one panel per modality) and subset accuracies; returns file names."""
     files = []
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), sharey=True)
+    colors = {e.name: plt.get_cmap("tab10")(i % 10) for i, e in enumerate(evals)}  # one colour per model
     for ax, modality in zip(axes, MODALITIES, strict=True):
         for e in evals:
             if modality in e.robustness:
                 style = "--" if e.fusion == "unimodal" else "-"
-                ax.plot(NOISE_LEVELS, e.robustness[modality], style, marker="o", ms=3, label=e.name)
+                ax.plot(NOISE_LEVELS, e.robustness[modality], style, marker="o", ms=3, color=colors[e.name])
         ax.set_title(f"{modality} noise")
         ax.set_xlabel("noise level")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy")
-    axes[-1].legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
+    handles = [
+        plt.Line2D([], [], color=colors[e.name], ls="--" if e.fusion == "unimodal" else "-", label=e.name)
+        for e in evals
+    ]
+    fig.legend(handles=handles, loc="lower center", ncols=len(evals), fontsize=8)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(out / "robustness.png", dpi=110)
     plt.close(fig)
     files.append("robustness.png")
