@@ -97,3 +97,16 @@ def test_cli_rejects_unknown_model_with_a_message(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["train", "--fusion", "nope", "--out", str(tmp_path)])
     assert result.exit_code == 1
     assert "unknown model" in result.output
+
+
+def test_train_on_a_user_manifest(tmp_path: Path) -> None:
+    """The 'your own data' path end to end: files + manifest.jsonl -> trained, exported model."""
+    from training.data import export
+
+    manifest = export(load_dataset("default", limit=LIMIT, progress=False), tmp_path / "data", progress=False)
+    out = tmp_path / "models"
+    run(["text_only"], source=str(manifest), epochs=1, out=out, progress=False)
+    card = Manifest.read(out / "text_only" / "1" / "manifest.json")
+    assert card.labels == [str(i) for i in range(10)]
+    assert card.training["data"] == str(manifest)
+    assert 0.0 <= card.metrics["test_accuracy"] <= 1.0
