@@ -26,6 +26,7 @@ from app.decode_cost import probe
 from app.errors import BadRequest, InvalidInput, PayloadTooLarge
 from app.inputs import Limits, Sample, assemble, check_modalities, decode_samples
 from app.manifest import Manifest
+from app.media import MODALITIES
 from app.metrics import Metrics
 from app.outputs import Prediction, postprocess
 from app.repository import ModelRepository
@@ -79,7 +80,7 @@ class InferenceService:
         )
         self._decode_hists = {}
         if metrics is not None:
-            self._decode_hists = {m: metrics.decode.labels(m) for m in ("image", "audio", "text")}
+            self._decode_hists = {m: metrics.decode.labels(m) for m in MODALITIES}
 
     async def model(self, name: str, version: int | None = None) -> ModelRuntime:
         """The runtime of a model version for metadata (loaded on first use, may be not ready).

@@ -16,11 +16,11 @@ import numpy as np
 import onnxruntime as ort
 
 from app.manifest import Manifest
+from app.media import MODALITIES
 from training.data import MultimodalDataset
 from training.data.noise import audio_noise, image_noise, text_noise
 from training.train import SUBSETS
 
-MODALITIES = ("image", "audio", "text")
 NOISE_LEVELS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 

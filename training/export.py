@@ -19,6 +19,7 @@ from torch import nn
 
 from app.manifest import DecodeParams, Explain, FusionKind, Manifest, TensorSpec, sha256_file
 from training.graph import FusionGraph, UnimodalGraph, wrap
+from training.train import SUBSETS
 
 PARITY_TOL = 1e-4
 DESCRIPTIONS = {
@@ -52,8 +53,8 @@ def example_inputs(graph: FusionGraph | UnimodalGraph, batch: int, seed: int = 0
     }
     if isinstance(graph, UnimodalGraph):
         return {graph.modality: full[graph.modality]}
-    subsets = np.array([[i >> 2 & 1, i >> 1 & 1, i & 1] for i in range(1, 8)], dtype=np.float32)
-    return {**full, "mask": subsets[np.arange(batch) % 7]}
+    subsets = np.array(SUBSETS, dtype=np.float32)
+    return {**full, "mask": subsets[np.arange(batch) % len(SUBSETS)]}
 
 
 def input_names(graph: FusionGraph | UnimodalGraph) -> list[str]:

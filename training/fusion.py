@@ -14,10 +14,10 @@ from typing import Literal
 import torch
 from torch import nn
 
+from app.media import MODALITIES
 from training.encoders import FEATURE_DIM, AudioEncoder, ImageEncoder, TextEncoder
 from training.frontends import FRAMES, N_MELS
 
-MODALITIES = ("image", "audio", "text")
 Features = dict[str, torch.Tensor]
 """Front-end outputs: ``image`` [B,1,28,28], ``audio`` [B,1,40,99], ``text`` ids [B,64] int64,
 ``text_nonpad`` [B,64]."""

@@ -24,7 +24,7 @@ import numpy as np
 from num2words import num2words
 from tqdm import tqdm
 
-from app.media import encode_text
+from app.media import MODALITIES, encode_text
 from training.data import dataset, sources
 from training.data.noise import audio_noise, corrupt_text, image_noise
 
@@ -189,7 +189,7 @@ def build(
             rng.integers(GAP[0], GAP[1] + 1),
             rng.integers(len(LANGUAGES)),
         )
-        levels[i] = [rng.uniform(*NOISE_LEVELS[m]) for m in ("image", "audio", "text")]
+        levels[i] = [rng.uniform(*NOISE_LEVELS[m]) for m in MODALITIES]
     jobs = [
         (spoken[y], f"{ACCENTS[a]}+{VARIANTS[v]}", int(w), int(p), int(g))
         for y, (a, v, w, p, g, _) in zip(label, params, strict=True)
@@ -218,7 +218,7 @@ def build(
     labels = [str(d) for d in range(10)]
     names = ("accent", "voice", "wpm", "pitch", "gap", "language")
     info = {name: params[:, j].astype(np.int16) for j, name in enumerate(names)}
-    info |= {f"{m}_level": levels[:, j].astype(np.float32) for j, m in enumerate(("image", "audio", "text"))}
+    info |= {f"{m}_level": levels[:, j].astype(np.float32) for j, m in enumerate(MODALITIES)}
     info["mnist_index"] = index.astype(np.int32)
     ds = dataset.MultimodalDataset(
         **arrays,
