@@ -136,7 +136,9 @@ def _decode(modality: str, raw: RawInput, manifest: Manifest, limits: Limits) ->
     if raw.kind == "array":
         array = _to_array(raw)
         if modality == "image":
-            return image_from_array(array, size=d.image_size, max_pixels=limits.max_image_pixels)
+            return image_from_array(
+                array, size=d.image_size, max_pixels=limits.max_image_pixels, normalize=d.image_normalize
+            )
         assert raw.sample_rate is not None
         return audio_from_array(
             array,
@@ -147,7 +149,9 @@ def _decode(modality: str, raw: RawInput, manifest: Manifest, limits: Limits) ->
         )
     data = b64_payload(raw) if raw.kind == "b64" else raw.value
     if modality == "image":
-        return decode_image(data, size=d.image_size, max_pixels=limits.max_image_pixels)
+        return decode_image(
+            data, size=d.image_size, max_pixels=limits.max_image_pixels, normalize=d.image_normalize
+        )
     return decode_audio(
         data, sample_rate=d.sample_rate, samples=d.audio_samples, max_seconds=limits.max_audio_seconds
     )

@@ -45,6 +45,8 @@ class DecodeParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     image_size: int = 28
+    image_normalize: bool = True
+    """Re-make each image MNIST-style (polarity, crop to the ink, re-centre); see docs/api.md."""
     sample_rate: int = 16_000
     audio_samples: int = 16_000
     text_bytes: int = 64

@@ -6,7 +6,7 @@ Every failure is a :class:`MediaError` naming the modality and what was wrong.
 
 from app.media.audio import DEFAULT_SAMPLE_RATE, DEFAULT_SAMPLES, audio_from_array, decode_audio
 from app.media.errors import MediaError, MediaTooLarge
-from app.media.image import DEFAULT_SIZE, decode_image, image_from_array
+from app.media.image import DEFAULT_SIZE, decode_image, image_from_array, normalize_digit
 from app.media.text import DEFAULT_MAX_BYTES, decode_text, encode_text
 
 MODALITIES: tuple[str, ...] = ("image", "audio", "text")
@@ -26,4 +26,5 @@ __all__ = [
     "decode_text",
     "encode_text",
     "image_from_array",
+    "normalize_digit",
 ]

@@ -1,7 +1,10 @@
 """Image bytes or arrays -> the model's ``image`` tensor (uint8 [size, size], grayscale).
 
-Pillow does the decoding. The digit is kept whole: the picture is scaled to fit the
-square (aspect kept) and padded with black, the MNIST background.
+Pillow does the decoding at the picture's own resolution. Then, by default, the digit is
+normalised as MNIST was made (:func:`app.media.digit.normalize_digit`: polarity from the
+border, crop to the ink, 20/28 box, centre of mass), so a canvas drawing, a scan or a photo
+looks like what the model was trained on. With ``normalize=False`` the whole picture is only
+scaled to fit the square (aspect kept) and padded with black, the MNIST background.
 """
 
 from __future__ import annotations
@@ -12,18 +15,22 @@ import struct
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from app.media.digit import fit_square, normalize_digit, normalize_image
 from app.media.errors import MediaError, MediaTooLarge
+
+__all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_SIZE", "decode_image", "image_from_array", "normalize_digit"]
 
 DEFAULT_SIZE = 28
 DEFAULT_MAX_PIXELS = 40_000_000  # 40 MP: above any camera photo, below a decompression bomb
 
 
 def decode_image(
-    data: bytes, *, size: int = DEFAULT_SIZE, max_pixels: int = DEFAULT_MAX_PIXELS
+    data: bytes, *, size: int = DEFAULT_SIZE, max_pixels: int = DEFAULT_MAX_PIXELS, normalize: bool = True
 ) -> np.ndarray:
     """Decode PNG/JPEG/any Pillow format into a uint8 ``[size, size]`` grayscale array.
 
-    The pixel count is checked from the header before any pixel is decoded.
+    The pixel count is checked from the header before any pixel is decoded. ``normalize``
+    re-makes the digit MNIST-style (see the module docstring); False only fits the picture.
 
     Raises:
         MediaError: empty, truncated or unrecognised bytes.
@@ -52,16 +59,22 @@ def decode_image(
     except (OSError, ValueError, SyntaxError, EOFError, KeyError, IndexError, struct.error) as exc:
         raise MediaError("image", f"could not be decoded: {exc}") from exc
     try:
-        gray = _to_grayscale(img)
+        gray = _to_grayscale(img, normalize)
     except (ValueError, OSError) as exc:
         raise MediaError("image", f"has unusable pixels (mode {img.mode}): {exc}") from exc
-    return _to_square(gray, size)
+    return _to_square(gray, size, normalize)
 
 
 def image_from_array(
-    array: np.ndarray, *, size: int = DEFAULT_SIZE, max_pixels: int = DEFAULT_MAX_PIXELS
+    array: np.ndarray,
+    *,
+    size: int = DEFAULT_SIZE,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    normalize: bool = True,
 ) -> np.ndarray:
     """Turn an ``[H, W]`` or ``[H, W, C]`` array (C = 1, 3 or 4) into the model's image.
+
+    ``normalize`` as in :func:`decode_image`.
 
     Integer arrays must hold 0..255; float arrays must hold 0..1 (the MNIST convention).
 
@@ -94,11 +107,16 @@ def image_from_array(
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     mode = {2: "L", 3: "RGB", 4: "RGBA"}[arr.shape[2] if arr.ndim == 3 else 2]
-    return _to_square(_to_grayscale(Image.fromarray(arr, mode=mode)), size)
+    return _to_square(_to_grayscale(Image.fromarray(arr, mode=mode), normalize), size, normalize)
 
 
-def _to_grayscale(img: Image.Image) -> Image.Image:
-    """Any Pillow mode -> 8-bit ``L``; transparency is composited onto black."""
+def _to_grayscale(img: Image.Image, contrast_alpha: bool = False) -> Image.Image:
+    """Any Pillow mode -> 8-bit ``L``; transparency is composited onto black.
+
+    With ``contrast_alpha`` (the normalising path), a picture whose opaque pixels are dark
+    (a black pen on a transparent canvas) is composited onto white instead, so its ink is not
+    lost on a black background; normalisation then inverts it.
+    """
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
         if not np.isfinite(arr).all():
@@ -114,12 +132,22 @@ def _to_grayscale(img: Image.Image) -> Image.Image:
         img = img.convert("RGBA")
     if img.mode in ("LA", "La", "PA", "RGBA", "RGBa"):
         rgba = img.convert("RGBA")
-        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        return Image.alpha_composite(black, rgba).convert("L")
+        colour = (0, 0, 0, 255)
+        if contrast_alpha and _dark_ink(rgba):
+            colour = (255, 255, 255, 255)  # dark strokes on a transparent canvas: paper, not night
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, colour), rgba).convert("L")
     return img.convert("L")
 
 
-def _to_square(img: Image.Image, size: int) -> np.ndarray:
-    if img.size != (size, size):
-        img = ImageOps.pad(img, (size, size), method=Image.Resampling.LANCZOS, color=0)
-    return np.asarray(img, dtype=np.uint8).copy()
+def _to_square(img: Image.Image, size: int, normalize: bool) -> np.ndarray:
+    return normalize_image(img, size) if normalize else fit_square(img, size)
+
+
+def _dark_ink(rgba: Image.Image) -> bool:
+    """True when the visible pixels of a picture with transparency are mostly dark."""
+    arr = np.asarray(rgba, dtype=np.float32)
+    alpha = arr[..., 3] / 255.0
+    if alpha.min(initial=1.0) > 0.5 or alpha.sum() == 0:
+        return False  # nothing really transparent, or nothing visible: keep the black background
+    luma = arr[..., 0] * 0.299 + arr[..., 1] * 0.587 + arr[..., 2] * 0.114
+    return float((luma * alpha).sum() / alpha.sum()) < 128.0

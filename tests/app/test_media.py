@@ -33,7 +33,7 @@ PATTERN = digit_pattern()
 
 def test_public_api_is_exactly_all() -> None:
     public = {n for n in dir(media) if not n.startswith("_") and n not in ("annotations",)}
-    assert public - {"audio", "errors", "image", "text"} == set(media.__all__)
+    assert public - {"audio", "digit", "errors", "image", "text"} == set(media.__all__)
     assert media.MODALITIES == ("image", "audio", "text")
 
 
@@ -41,21 +41,21 @@ def test_public_api_is_exactly_all() -> None:
 
 
 def test_png_8bit_grayscale_is_exact() -> None:
-    out = decode_image(image_bytes(Image.fromarray(PATTERN, mode="L")))
+    out = decode_image(image_bytes(Image.fromarray(PATTERN, mode="L")), normalize=False)
     assert out.dtype == np.uint8 and out.shape == (28, 28)
     np.testing.assert_array_equal(out, PATTERN)
 
 
 def test_png_1bit_gives_black_and_white() -> None:
     data = image_bytes(Image.fromarray(PATTERN > 100).convert("1"))
-    np.testing.assert_array_equal(decode_image(data), np.where(PATTERN > 100, 255, 0))
+    np.testing.assert_array_equal(decode_image(data, normalize=False), np.where(PATTERN > 100, 255, 0))
 
 
 def test_png_16bit_is_scaled_to_8bit() -> None:
     img16 = Image.fromarray(PATTERN.astype(np.uint16) * 257)  # full 16-bit range
     data = image_bytes(img16)
     assert Image.open(io.BytesIO(data)).mode.startswith("I")
-    np.testing.assert_array_equal(decode_image(data), PATTERN)
+    np.testing.assert_array_equal(decode_image(data, normalize=False), PATTERN)
 
 
 def test_la_and_rgba_are_composited_onto_black() -> None:
@@ -64,15 +64,15 @@ def test_la_and_rgba_are_composited_onto_black() -> None:
     expected = np.where(alpha == 255, PATTERN, 0)
     la = Image.fromarray(np.stack([PATTERN, alpha], axis=2), mode="LA")
     rgba = Image.fromarray(np.stack([PATTERN, PATTERN, PATTERN, alpha], axis=2), mode="RGBA")
-    np.testing.assert_array_equal(decode_image(image_bytes(la)), expected)
-    np.testing.assert_array_equal(decode_image(image_bytes(rgba)), expected)
+    np.testing.assert_array_equal(decode_image(image_bytes(la), normalize=False), expected)
+    np.testing.assert_array_equal(decode_image(image_bytes(rgba), normalize=False), expected)
 
 
 def test_rgb_uses_luma_weights() -> None:
     rgb = np.zeros((28, 28, 3), dtype=np.uint8)
     rgb[..., 0] = 255  # pure red: L = 0.299 * 255
     rgb[:14] = PATTERN[:14, :, None]  # grey rows stay their grey value
-    out = decode_image(image_bytes(Image.fromarray(rgb)))
+    out = decode_image(image_bytes(Image.fromarray(rgb)), normalize=False)
     np.testing.assert_array_equal(out[:14], PATTERN[:14])
     assert np.all(np.abs(out[14:].astype(int) - 76) <= 1)
 
@@ -80,13 +80,13 @@ def test_rgb_uses_luma_weights() -> None:
 def test_palette_with_transparency() -> None:
     img = Image.fromarray(PATTERN, mode="L").convert("P")
     img.info["transparency"] = int(np.asarray(img)[0, 0])  # the background index is transparent
-    out = decode_image(image_bytes(img))
+    out = decode_image(image_bytes(img), normalize=False)
     assert out[0, 0] == 0 and out[PATTERN == 255].min() > 200
 
 
 def test_jpeg_is_close() -> None:
     smooth = np.tile(np.linspace(0, 255, 28).astype(np.uint8), (28, 1))
-    out = decode_image(image_bytes(Image.fromarray(smooth), "JPEG", quality=95))
+    out = decode_image(image_bytes(Image.fromarray(smooth), "JPEG", quality=95), normalize=False)
     assert np.abs(out.astype(int) - smooth).mean() < 3
 
 
@@ -94,24 +94,24 @@ def test_jpeg_exif_orientation_is_applied() -> None:
     exif = Image.Exif()
     exif[0x0112] = 3  # rotate 180
     data = image_bytes(Image.fromarray(PATTERN), "JPEG", quality=100, exif=exif)
-    out = decode_image(data).astype(int)
+    out = decode_image(data, normalize=False).astype(int)
     assert np.abs(out - np.rot90(PATTERN, 2)).mean() < np.abs(out - PATTERN).mean() / 4
 
 
 def test_aspect_is_kept_and_padded_with_black() -> None:
     wide = np.full((28, 56), 255, dtype=np.uint8)  # 2:1 -> a 28x14 band in the middle
-    out = decode_image(image_bytes(Image.fromarray(wide)))
+    out = decode_image(image_bytes(Image.fromarray(wide)), normalize=False)
     assert out[:7].max() == 0 and out[-7:].max() == 0 and out[8:20].min() == 255
 
 
 def test_large_image_is_downscaled() -> None:
     big = np.kron(PATTERN, np.ones((10, 10), dtype=np.uint8))  # 280x280
-    out = decode_image(image_bytes(Image.fromarray(big)))
+    out = decode_image(image_bytes(Image.fromarray(big)), normalize=False)
     assert np.abs(out.astype(int) - PATTERN).mean() < 4
 
 
 def test_lab_tiff_does_not_crash() -> None:
-    out = decode_image(image_bytes(Image.new("LAB", (28, 28), (128, 0, 0)), "TIFF"))
+    out = decode_image(image_bytes(Image.new("LAB", (28, 28), (128, 0, 0)), "TIFF"), normalize=False)
     assert out.shape == (28, 28) and out.min() == 128
 
 
@@ -129,7 +129,7 @@ def test_lab_tiff_does_not_crash() -> None:
     ids=["HW-uint8", "HW1", "HW3", "HW4", "float01", "int64", "strided"],
 )
 def test_arrays_of_every_layout(array: np.ndarray) -> None:
-    np.testing.assert_array_equal(image_from_array(array), PATTERN)
+    np.testing.assert_array_equal(image_from_array(array, normalize=False), PATTERN)
 
 
 # ---------------------------------------------------------------- images: bad payloads
