@@ -79,6 +79,40 @@ class Settings(BaseSettings):
         description="How long a batch waits for more requests after its first one. 0 = take only what "
         "is already queued (no added latency; batches still form under load while a run is busy).",
     )
+    max_inflight_bytes: int = Field(
+        default=48 * 1024 * 1024,
+        ge=1024,
+        description="Memory budget: request body bytes held by all requests in flight together. A "
+        "request over 64 KiB that would pass it gets 503 with Retry-After before more is read.",
+    )
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Most open client connections; one more is answered 503 (Retry-After) and closed.",
+    )
+    keep_alive_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="An idle connection (no request yet, or between requests) is closed after this.",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A request's line and headers must arrive within this, from its first byte; "
+        "else 408 and the connection is closed.",
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A request's whole body must arrive within this, from its headers; else 408 and "
+        "the connection is closed.",
+    )
+    shutdown_timeout_s: float = Field(
+        default=8.0,
+        gt=0,
+        description="On SIGTERM: readiness turns 503, the listener closes, requests in flight get this "
+        "long to finish; then they are cancelled and the process exits, whatever clients do.",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -15,10 +15,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from app.api.handlers import install_handlers
 from app.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from app.api.openapi import install_openapi
+from app.api.request_id import RequestIdMiddleware
 from app.api.routes import health, v1, v2
 from app.api.routes import metrics as metrics_routes
 from app.config import Settings, load_settings
@@ -29,6 +31,16 @@ from app.service import InferenceService
 
 log = logging.getLogger("app")
 VERSION = "0.1.0"
+CORS_REQUEST_HEADERS = [
+    "Authorization",
+    "X-API-Key",
+    "Content-Type",
+    "Content-Encoding",
+    "Inference-Header-Content-Length",
+    "X-Request-ID",
+]
+"""What a browser page may send cross-origin when ``FUSION_CORS_ORIGINS`` allows it."""
+CORS_EXPOSED_HEADERS = ["X-Request-ID", "Inference-Header-Content-Length", "Retry-After"]
 DESCRIPTION = """Multimodal (image + audio + text) fusion classifiers served with onnxruntime.
 
 Send any non-empty subset of modalities to `POST /v1/models/{name}/predict`; missing ones are
@@ -70,7 +82,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v1.router)
     app.include_router(v2.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics, repository=repository)  # outermost
+    app.add_middleware(MetricsMiddleware, metrics=metrics, repository=repository)
+    if settings.cors_origins:  # off by default: no CORS headers, so browsers keep other sites out
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=CORS_REQUEST_HEADERS,
+            expose_headers=CORS_EXPOSED_HEADERS,
+            max_age=600,
+        )
+    app.add_middleware(RequestIdMiddleware)  # outermost: every answer carries X-Request-ID
     install_openapi(app)
     return app
 

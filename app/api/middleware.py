@@ -1,56 +1,210 @@
-"""Pure ASGI middleware: the request body limit and per-request metrics.
+"""Pure ASGI middleware: request guards (body limit, memory budget, body-read deadline, content
+types, readiness while draining) and per-request metrics.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) keeps the per-request cost to a few microseconds.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import PayloadTooLarge
+from app.errors import FusionError, NotReady, PayloadTooLarge
+from app.memory import trim
 from app.metrics import Metrics
 from app.repository import ModelRepository
 
+SMALL_BODY_BYTES = 64 * 1024
+"""Bodies up to this size are never refused for the memory budget (they cost next to nothing)."""
+TRIM_AFTER_BYTES = 1024 * 1024
+"""After a request with a body this large, once no large body is in flight, memory is trimmed."""
+READY_PATHS = ("/health/ready", "/v2/health/ready")
+JSON_TYPES = ("application/json",)
+V2_INFER_TYPES = ("application/json", "application/octet-stream")
 
-class BodyLimitMiddleware:
-    """413 for a body over ``max_bytes``, before it is read.
 
-    A declared ``Content-Length`` over the limit fails at the first read, without reading
-    anything (and without ``100 Continue``); a chunked body fails as soon as the running total
-    passes the limit. The error is raised from ``receive``, so the route's error handler renders
-    it like any other (``{"error": ...}``, 413).
+class ServerBusy(NotReady):
+    """The memory budget for request bodies in flight is spent: retry shortly (503, Retry-After)."""
+
+
+class RequestTimeout(FusionError):
+    """The request body did not arrive within ``body_timeout_s`` (408; the connection is closed)."""
+
+    status_code = 408
+
+
+class UnsupportedMediaType(FusionError):
+    """The body's content type is not one the endpoint takes (415)."""
+
+    status_code = 415
+
+
+class InflightBudget:
+    """Body bytes held by all requests in flight together (one event loop: no lock needed)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.used = 0
+        self._trimming = False
+
+    def take(self, nbytes: int, held: int) -> bool:
+        """Reserve ``nbytes`` more for a request already holding ``held``; ``False`` if over budget."""
+        if held + nbytes > SMALL_BODY_BYTES and self.used + nbytes > self.max_bytes:
+            return False
+        self.used += nbytes
+        return True
+
+    def give_back(self, nbytes: int) -> None:
+        """Release a finished request's bytes; trim the heap once no large body is in flight."""
+        self.used -= nbytes
+        if nbytes >= TRIM_AFTER_BYTES and self.used < TRIM_AFTER_BYTES and not self._trimming:
+            self._trimming = True
+            task = asyncio.get_running_loop().run_in_executor(None, trim)
+            task.add_done_callback(self._trimmed)
+
+    def _trimmed(self, _: Any) -> None:
+        self._trimming = False
+
+
+class BodyGuardMiddleware:
+    """Body size limit (413), memory budget (503 + Retry-After) and body-read deadline (408).
+
+    - A declared ``Content-Length`` over ``max_bytes`` fails at the first read, without reading
+      anything; a chunked body as soon as the running total passes the limit.
+    - A declared body over 64 KiB reserves its length from the shared budget at its first read,
+      or fails with 503 before reading; a chunked one reserves as it is read.
+    - The whole body must arrive within ``timeout_s`` of the request's start.
+
+    Errors are raised from ``receive``, so the route's error handler renders them like any other
+    (``{"error": ...}``); 408 and 503 responses also get ``connection: close`` (and 503
+    ``Retry-After``), so a client is not left uploading a body nobody reads.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, budget: InflightBudget, timeout_s: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.budget = budget
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_bytes
+        limit, budget = self.max_bytes, self.budget
         declared = -1
         for key, value in scope["headers"]:
             if key == b"content-length":
                 declared = int(value) if value.isdigit() else -1
                 break
-        received = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
+        received = held = 0
+        complete = False
+        refused: FusionError | None = None
 
-        async def limited_receive() -> Message:
-            nonlocal received
+        async def guarded_receive() -> Message:
+            nonlocal received, held, complete, refused
+            if complete:
+                return await receive()  # only http.disconnect is left: no deadline
             if declared > limit:
                 raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit} bytes")
-            message = await receive()
+            if declared > held and not budget.take(declared - held, held):
+                refused = ServerBusy("too many large requests in flight; retry shortly")
+                raise refused
+            held = max(held, declared)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                refused = RequestTimeout(f"the request body did not arrive within {self.timeout_s:g} s")
+                raise refused from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if received > limit:
                     raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+                if received > held:
+                    if not budget.take(received - held, held):
+                        refused = ServerBusy("too many large requests in flight; retry shortly")
+                        raise refused
+                    held = received
+            else:
+                complete = True
             return message
 
-        await self.app(scope, limited_receive, send)
+        async def guarded_send(message: Message) -> None:
+            if refused is not None and message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), (b"connection", b"close")]
+                if isinstance(refused, ServerBusy):
+                    headers.append((b"retry-after", b"1"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, guarded_receive, guarded_send)
+        finally:
+            if held:
+                budget.give_back(held)
+
+
+class RequestGateMiddleware:
+    """Readiness 503 while the server drains (SIGTERM); V2 POST bodies must be JSON or binary (415).
+
+    A browser page on another site can send a "simple" cross-site POST (``text/plain``, a form)
+    without asking first; refusing those content types keeps it from driving the API. The
+    friendly predict route checks its own (JSON or multipart) in :mod:`app.api.parsing`.
+    """
+
+    def __init__(self, app: ASGIApp, state: Any) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            error: FusionError | None = None
+            if getattr(self.state, "draining", False) and path in READY_PATHS:
+                error = NotReady("the server is shutting down")
+            elif scope["method"] == "POST" and path.startswith("/v2/"):
+                allowed = V2_INFER_TYPES if path.endswith("/infer") else JSON_TYPES
+                error = check_content_type(scope, allowed, required=False)
+            if error is not None:
+                await _send_error(send, error)
+                return
+        await self.app(scope, receive, send)
+
+
+def check_content_type(scope: Scope, allowed: tuple[str, ...], *, required: bool) -> FusionError | None:
+    """``None`` if the request's content type is one of ``allowed`` (or absent and not required)."""
+    given = b""
+    for key, value in scope["headers"]:
+        if key == b"content-type":
+            given = value
+            break
+    media = given.split(b";", 1)[0].strip().decode("latin-1").lower()
+    if media in allowed or media.endswith("+json") and "application/json" in allowed:
+        return None
+    if not media and not required:
+        return None
+    return UnsupportedMediaType(
+        f"content type {media or '(none)'!r} is not accepted here: send {' or '.join(allowed)}"
+    )
+
+
+async def _send_error(send: Send, error: FusionError) -> None:
+    body = json.dumps({"error": error.message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status_code,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 class MetricsMiddleware:

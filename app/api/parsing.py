@@ -1,7 +1,13 @@
 """Predict request bodies (JSON or multipart/form-data) -> samples and options for the service.
 
 The JSON body is parsed and validated once, from bytes, by pydantic-core; base64 and arrays are
-left as they are for :mod:`app.inputs` to decode. Error messages name the field at fault.
+left as they are for :mod:`app.inputs` to decode. A body over 256 KiB is parsed in a worker
+thread by :mod:`app.json_arrays` instead, which reads number arrays straight into numpy (no
+Python float per number), then validated. Error messages name the field at fault.
+
+Predict takes ``application/json`` (or ``+json``) and ``multipart/form-data`` only (415
+otherwise): ``text/plain`` and url-encoded forms are what a page on another site can send
+without the browser asking first. A multipart ``text`` must be UTF-8, like JSON and file parts.
 """
 
 from __future__ import annotations
@@ -12,10 +18,13 @@ from typing import Any
 
 from fastapi import Request
 from pydantic import ValidationError
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
+from app.api.middleware import UnsupportedMediaType
 from app.errors import BadRequest, InvalidInput
 from app.inputs import RawInput, Sample
+from app.json_arrays import load_body
 from app.schemas import Instance, Options, PredictRequest
 from app.service import INLINE_DECODE_BYTES, PredictOptions
 
@@ -46,20 +55,28 @@ async def parse_predict(request: Request) -> tuple[list[Sample], PredictOptions,
         InvalidInput: schema violations (unknown field, wrong type, both b64 and array, ...).
         PayloadTooLarge: the body is over ``max_body_bytes`` (raised while it is read).
     """
-    content_type = request.headers.get("content-type", "").lower()
-    if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media == "multipart/form-data":
         return await _parse_form(request)
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        raise UnsupportedMediaType(
+            f"content type {media or '(none)'!r} is not accepted: send application/json or "
+            "multipart/form-data"
+        )
     body = await request.body()
     if not body.strip():
         raise BadRequest("empty request body: send JSON (application/json) or multipart/form-data")
     if len(body) > INLINE_DECODE_BYTES:  # parsing megabytes of JSON arrays would stall the event loop
-        return await asyncio.to_thread(_parse_json, body)
+        return await asyncio.to_thread(_parse_json, body, large=True)
     return _parse_json(body)
 
 
-def _parse_json(body: bytes) -> tuple[list[Sample], PredictOptions, bool]:
+def _parse_json(body: bytes, *, large: bool = False) -> tuple[list[Sample], PredictOptions, bool]:
     try:
-        req = PredictRequest.model_validate_json(body)
+        if large:
+            req = PredictRequest.model_validate(load_body(body))
+        else:
+            req = PredictRequest.model_validate_json(body)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         if any(e["type"] == "json_invalid" for e in errors):
@@ -102,7 +119,8 @@ def _options(options: Options) -> PredictOptions:
 async def _parse_form(request: Request) -> tuple[list[Sample], PredictOptions, bool]:
     sample: dict[str, RawInput] = {}
     raw_options: dict[str, str] = {}
-    async with request.form(max_files=len(FORM_FIELDS), max_fields=len(FORM_FIELDS)) as form:
+    form = await _read_form(request)
+    try:
         seen: set[str] = set()
         for key, value in form.multi_items():
             if key in seen:
@@ -120,11 +138,42 @@ async def _parse_form(request: Request) -> tuple[list[Sample], PredictOptions, b
                 raise InvalidInput(f"{key}: must be a plain field, not a file")
             else:
                 raw_options[key] = value
+    finally:
+        await form.close()
     try:
         options = Options.model_validate(raw_options)
     except ValidationError as exc:
         raise InvalidInput(describe_validation(exc.errors(include_url=False))) from None
     return [sample], _options(options), False
+
+
+class _StrictMultiPartParser(MultiPartParser):
+    """Starlette's parser, except that a field that is not valid in its charset is an error.
+
+    Starlette decodes such a field as Latin-1, so ``text=sept\\xff`` would be accepted.
+    """
+
+    def on_part_end(self) -> None:
+        part = self._current_part
+        if part.file is None:
+            try:
+                value = part.data.decode(self._charset or "utf-8")
+            except (UnicodeDecodeError, LookupError) as exc:
+                reason = f"{exc.reason} at byte {exc.start}" if isinstance(exc, UnicodeDecodeError) else exc
+                raise BadRequest(f"{part.field_name}: the field is not UTF-8 ({reason})") from None
+            self.items.append((part.field_name, value))
+            return
+        super().on_part_end()
+
+
+async def _read_form(request: Request) -> FormData:
+    parser = _StrictMultiPartParser(
+        request.headers, request.stream(), max_files=len(FORM_FIELDS), max_fields=len(FORM_FIELDS)
+    )
+    try:
+        return await parser.parse()
+    except MultiPartException as exc:
+        raise BadRequest(f"malformed multipart body: {exc.message}") from None
 
 
 async def _text(value: str | UploadFile) -> str:

@@ -1,0 +1,211 @@
+"""uvicorn with the connection limits and the shutdown the settings ask for (``python -m app``).
+
+uvicorn times out a connection only once it has had a response, never refuses a connection,
+and on SIGTERM keeps accepting until its next 0.1 s tick, then resets what is still in the
+kernel's accept queue and closes connections that have not sent their request yet: clients that
+connected just after the signal got no answer at all. Here:
+
+- :class:`GuardedProtocol`: a new connection is timed out like an idle keep-alive one
+  (``keep_alive_timeout_s``); a request's line and headers must arrive within
+  ``header_timeout_s`` of its first byte (else 408 and close); a connection over
+  ``max_connections`` gets 503 and is closed at once. Body-read timeouts are the ASGI
+  middleware's (:class:`app.api.middleware.BodyGuardMiddleware`).
+- :class:`GracefulServer`: on SIGTERM/SIGINT the app's ``draining`` flag turns readiness 503 at
+  once, the listener is closed at once after accepting what the kernel had already queued (so a
+  new connection is either refused at connect or answered in full), connections that have not
+  sent a request yet get a short grace to send it, requests in flight finish, and whatever
+  still runs after ``shutdown_timeout_s`` is cancelled. A watchdog ends the process if even that
+  hangs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import os
+import socket
+import threading
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from app.config import Settings
+from app.memory import tune_malloc
+
+log = logging.getLogger("app.server")
+FRESH_GRACE_S = 1.0
+"""During shutdown, how long a connection that has sent nothing yet may still send its request."""
+WATCHDOG_MARGIN_S = 5.0
+
+
+def _canned(status: str, message: str, extra: str = "") -> bytes:
+    body = json.dumps({"error": message}).encode()
+    head = (
+        f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+        f"{extra}connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+REQUEST_TIMEOUT = _canned("408 Request Timeout", "the request headers did not arrive in time")
+TOO_MANY_CONNECTIONS = _canned(
+    "503 Service Unavailable", "too many open connections; retry later", "retry-after: 1\r\n"
+)
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with idle, header and connection-count limits (class attributes
+    set by :func:`protocol_class`)."""
+
+    header_timeout_s: float = 10.0
+    max_connections: int = 1000
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._served = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        if len(self.connections) > self.max_connections:
+            transport.write(TOO_MANY_CONNECTIONS)
+            transport.close()
+            return
+        # A connection that never sends a request is as idle as a keep-alive one between requests.
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        self._unset_keepalive_if_required()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._cancel_head_timer()
+        self._head_timer = self.loop.call_later(self.header_timeout_s, self._head_timed_out)
+
+    def on_headers_complete(self) -> None:
+        self._cancel_head_timer()
+        super().on_headers_complete()
+        if getattr(self.server_state, "draining", False) and self.cycle is not None:
+            self.cycle.keep_alive = False  # answer in full, then close
+
+    def on_response_complete(self) -> None:
+        self._served += 1
+        super().on_response_complete()
+
+    def shutdown(self) -> None:
+        """Close idle keep-alive connections; let one that has sent nothing yet send its request."""
+        if self._head_timer is not None:
+            return  # its request is arriving: answered with connection: close (draining)
+        if self._served == 0 and self.cycle is None and not self.transport.is_closing():
+            self._unset_keepalive_if_required()
+            grace = min(self.timeout_keep_alive, FRESH_GRACE_S)
+            self.timeout_keep_alive_task = self.loop.call_later(grace, self.timeout_keep_alive_handler)
+            return
+        super().shutdown()
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing():
+            self.transport.write(REQUEST_TIMEOUT)
+            self.transport.close()
+
+
+def protocol_class(settings: Settings) -> type[GuardedProtocol]:
+    """:class:`GuardedProtocol` with the limits of ``settings``."""
+    attrs = {"header_timeout_s": settings.header_timeout_s, "max_connections": settings.max_connections}
+    return type("FusionProtocol", (GuardedProtocol,), attrs)
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server with an immediate, lossless stop of the listener on SIGTERM."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, shutdown_timeout_s: float) -> None:
+        super().__init__(config)
+        self.fusion_app = app
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._factory: Any = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self._loop = asyncio.get_running_loop()
+        protocol: Any = self.config.http_protocol_class
+        self._factory = functools.partial(
+            protocol,
+            config=self.config,
+            server_state=self.server_state,
+            app_state=self.lifespan.state,
+        )
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        first = not self.should_exit
+        super().handle_exit(sig, frame)
+        if not first:
+            return
+        self.fusion_app.state.draining = True  # readiness answers 503 from now on
+        self.server_state.draining = True  # type: ignore[attr-defined]
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stop_listening)
+        watchdog = threading.Timer(self.shutdown_timeout_s + WATCHDOG_MARGIN_S, _force_exit)
+        watchdog.daemon = True
+        watchdog.start()
+
+    def _stop_listening(self) -> None:
+        """Close the listener, but first accept and serve what the kernel had already accepted.
+
+        Closing a listening socket resets the connections still in its accept queue: their
+        clients connected fine, sent a request and got a reset. A duplicate of the socket keeps
+        the queue alive while the server stops polling it; it is drained, then closed.
+        """
+        assert self._loop is not None
+        listeners = []
+        for server in self.servers:
+            for sock in server.sockets:
+                listeners.append(socket.socket(fileno=os.dup(sock.fileno())))
+            server.close()
+        accepted = 0
+        for listener in listeners:
+            listener.setblocking(False)
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    break
+                accepted += 1
+                self._loop.create_task(self._loop.connect_accepted_socket(self._factory, conn))
+            listener.close()
+        log.info("stopped listening; %d queued connection(s) taken in to be answered", accepted)
+
+
+def _force_exit() -> None:
+    log.error("shutdown did not finish in time; exiting")
+    os._exit(1)
+
+
+def serve(app: FastAPI, settings: Settings) -> None:
+    """Run ``app`` under uvicorn with the limits, timeouts and shutdown of ``settings``."""
+    tune_malloc()
+    app.state.draining = False
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+        server_header=False,
+        http=protocol_class(settings),
+        timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,  # type: ignore[arg-type]
+    )
+    GracefulServer(config, app, settings.shutdown_timeout_s).run()
