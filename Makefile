@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: serve test data train report bench lint sysdeps clean
+.PHONY: serve test data train seeds report bench lint sysdeps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ data: $(VENV)/.dev sysdeps
 ## train: train every fusion and baseline on the default data, export to models/, write REPORT.md
 train: $(VENV)/.dev sysdeps
 	$(BIN)/python -m training train --fusion all --data default --out models/ --version 1
+
+## seeds: after make train, retrain late and gated with seeds 1 and 2 (slow) and add mean +- sd to REPORT.md
+seeds: $(VENV)/.dev sysdeps
+	$(BIN)/python -m training seeds --models late,gated --seeds 1,2
 
 ## bench: measure the server (see docs/benchmarks.md)
 bench: $(VENV)/.dev

@@ -6,17 +6,19 @@ start with :class:`~app.errors.ConfigError`, whose message names the variable an
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.errors import ConfigError
 
 ENV_PREFIX = "FUSION_"
 PROVIDER_ALIASES = ("auto", "cpu", "cuda")
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+ORIGIN_RE = re.compile(r"^https?://[^/\s:]+(:\d{1,5})?$")
 
 
 class Settings(BaseSettings):
@@ -50,6 +52,22 @@ class Settings(BaseSettings):
         default=None,
         description="When set, every endpoint except health and /metrics needs "
         "'Authorization: Bearer <key>' or 'X-API-Key: <key>'.",
+    )
+    repository_control: bool = Field(
+        default=False,
+        description="Allow repository control (POST /v2/repository/index, .../load, .../unload). "
+        "Off: those answer 403.",
+    )
+    admin_api_key: SecretStr | None = Field(
+        default=None,
+        description="When set, repository control needs this key ('Authorization: Bearer <key>' or "
+        "'X-API-Key: <key>') instead of FUSION_API_KEY. Needs FUSION_REPOSITORY_CONTROL=true.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="Comma-separated origins (scheme://host[:port]) whose browser pages may call the "
+        "API, or '*' for any; empty (the default) sends no CORS headers, so browsers keep "
+        "other sites' pages from reading answers.",
     )
     max_body_bytes: int = Field(
         default=16 * 1024 * 1024, ge=1024, description="Largest request body in bytes; larger ones get 413."
@@ -119,10 +137,32 @@ class Settings(BaseSettings):
     def _lower_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("api_key", mode="before")
+    @field_validator("api_key", "admin_api_key", mode="before")
     @classmethod
     def _empty_key_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        return [o.strip() for o in value.split(",") if o.strip()] if isinstance(value, str) else value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        bad = [o for o in value if o != "*" and not ORIGIN_RE.match(o)]
+        if bad:
+            raise ValueError(f"{bad} are not origins: write scheme://host[:port] (no path), or '*'")
+        return value
+
+    @model_validator(mode="after")
+    def _admin_key_needs_control(self) -> Settings:
+        if self.admin_api_key is not None and not self.repository_control:
+            raise ValueError(
+                "FUSION_ADMIN_API_KEY is set but repository control is off: also set "
+                "FUSION_REPOSITORY_CONTROL=true, or unset the admin key"
+            )
+        return self
 
     @field_validator("providers")
     @classmethod
@@ -173,7 +213,10 @@ def describe_errors(exc: ValidationError) -> str:
     """Turn a settings ValidationError into lines naming the ``FUSION_*`` variable to set."""
     lines = ["invalid server settings:"]
     for err in exc.errors():
-        field = str(err["loc"][0]) if err["loc"] else ""
+        if not err["loc"]:  # a rule between settings: its message names them
+            lines.append("  " + str(err["msg"]).removeprefix("Value error, "))
+            continue
+        field = str(err["loc"][0])
         info = Settings.model_fields.get(field)
         hint = f" Expected: {info.description}" if info and info.description else ""
         given = f" (got {err['input']!r})" if not isinstance(err["input"], dict) else ""

@@ -1,7 +1,9 @@
 """One error tree for the server. Each class carries its HTTP status; one handler renders them.
 
 The service layer raises these without knowing about HTTP; ``app.api.handlers`` turns any
-:class:`FusionError` into ``{"error": message}`` with ``status_code``.
+:class:`FusionError` into ``{"error": message, "request_id": ...}`` with ``status_code``. A message
+is for the client: short, and free of paths, exception text and file contents (those go to the
+server log).
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ class Unauthorized(FusionError):
     """Missing or wrong API key."""
 
     status_code = 401
+
+
+class Forbidden(FusionError):
+    """The caller may not do this here: repository control is switched off on this server."""
+
+    status_code = 403
 
 
 class NotFound(FusionError):

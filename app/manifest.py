@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from app.media import MODALITIES
 
@@ -149,3 +149,18 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def describe_manifest_errors(exc: ValidationError, most: int = 3) -> str:
+    """``"loc: what is wrong; ..."`` for a manifest that fails validation.
+
+    Unlike ``str(exc)`` it quotes neither the offending values (the manifest's contents) nor
+    pydantic's documentation links (its version): this text may reach clients as a reason.
+    """
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    parts = []
+    for err in errors[:most]:
+        where = ".".join(str(p) for p in err["loc"]) or "manifest"
+        parts.append(f"{where}: {str(err['msg']).removeprefix('Value error, ')}")
+    more = f"; and {len(errors) - most} more" if len(errors) > most else ""
+    return "; ".join(parts) + more

@@ -1,16 +1,20 @@
 """The model repository: ``models/<name>/<version>/{model.onnx,manifest.json}`` on disk -> runtimes.
 
-At start the latest version of every model is loaded; any other version is loaded the first time
-a request names it. A version that cannot be loaded (broken file, manifest that lies about the
-graph) is refused with one log line and kept as ``FAILED`` with its reason; everything else keeps
-serving. ``load``/``unload``/``index`` are the repository-control operations (KServe V2).
+At start the newest version of every model that loads is loaded (a refused one falls back to
+the next highest) and becomes the model's default version; any other version is loaded the first
+time a request names it. A version that cannot be loaded (broken file, manifest that lies about
+the graph) is refused with one log line and kept as ``FAILED`` with a short reason; everything
+else keeps serving. ``load``/``unload``/``index`` are the repository-control operations (KServe V2).
+
+What is served never depends on a rescan alone: a loaded version keeps answering when its folder
+disappears from disk (its session is in memory) until :meth:`ModelRepository.load` has swapped in
+a replacement that is ready. So an index or a rollback never opens a window of 404s or 503s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,21 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.config import Settings
+from app.contract import parse_version, scan_repository
 from app.errors import ModelLoadError, NotFound, NotReady
-from app.manifest import NAME_PATTERN
 from app.metrics import Metrics
 from app.runtime import CUDA, ModelRuntime, ModelState, resolve_providers
 
+__all__ = ["IndexEntry", "ModelRepository", "parse_version"]
+
 log = logging.getLogger(__name__)
-NAME_RE = re.compile(NAME_PATTERN)
-
-
-def parse_version(text: str) -> int | None:
-    """A version as written in a directory name or a URL: a positive integer in ASCII digits.
-
-    ``str.isdigit()`` alone also takes digits such as ``"²"``, which ``int()`` then refuses.
-    """
-    return int(text) if text.isascii() and text.isdigit() and int(text) > 0 else None
+GONE = "its folder is gone from disk; it serves until the next load"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,15 +60,20 @@ class ModelRepository:
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Scan the directory and load the latest version of every model; then ``ready``."""
+        """Load the newest version of every model that loads (the default version); then ``ready``."""
         started = time.perf_counter()
-        self._disk = self.scan()
+        try:
+            self._disk = self.scan()
+        except NotReady:
+            self._disk = {}  # logged by scan(); the server still starts and reports no models
         for name in sorted(self._disk):
-            self._default[name] = max(self._disk[name])
-            await self._load_version(name, self._default[name])
+            for version in sorted(self._disk[name], reverse=True):
+                if (await self._load_version(name, version)).ready:
+                    self._default[name] = version
+                    break
         self.ready = True
         self._started.set()
-        ok, took = sum(rt.ready for rt in self._runtimes.values()), time.perf_counter() - started
+        ok, took = len(self._default), time.perf_counter() - started
         log.info("repository ready: %d of %d models loaded in %.2f s", ok, len(self._disk), took)
 
     async def wait_ready(self) -> None:
@@ -83,33 +86,31 @@ class ModelRepository:
             await self._drop(key)
 
     def scan(self) -> dict[str, dict[int, Path]]:
-        """``{name: {version: path}}`` for every ``<name>/<integer>/`` directory on disk."""
-        found: dict[str, dict[int, Path]] = {}
-        root = self.settings.models_dir
-        for model_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-            if not NAME_RE.match(model_dir.name):
-                continue
-            versions = {
-                version: p
-                for p in model_dir.iterdir()
-                if p.is_dir() and (version := parse_version(p.name)) is not None
-            }
-            if versions:
-                found[model_dir.name] = versions
-        return found
+        """``{name: {version: path}}`` for every ``<name>/<integer>/`` folder on disk.
+
+        Raises:
+            NotReady: the models directory cannot be listed (the path and the OS error are logged,
+                not sent: clients have no business knowing the server's paths).
+        """
+        try:
+            return scan_repository(self.settings.models_dir)
+        except OSError as exc:
+            log.error("cannot read the model repository %s: %s", self.settings.models_dir, exc)
+            raise NotReady("the model repository cannot be read; the server log says why") from None
 
     # -- lookups --------------------------------------------------------------------------------
     def names(self) -> list[str]:
-        """Every model name found on disk, sorted."""
-        return sorted(self._disk)
+        """Every model on disk or still serving from memory, sorted."""
+        return sorted(set(self._disk) | {n for (n, _), rt in self._runtimes.items() if rt.ready})
 
     def is_known(self, name: str) -> bool:
         """Whether ``name`` is a model on disk (used to keep metric labels bounded)."""
-        return name in self._disk
+        return name in self._disk or name in self._default
 
     def versions(self, name: str) -> list[int]:
-        """The versions of ``name`` on disk, ascending (empty if unknown)."""
-        return sorted(self._disk.get(name, {}))
+        """The versions of ``name`` a request may name: on disk, or loaded (empty if unknown)."""
+        loaded = {v for (n, v), rt in self._runtimes.items() if n == name and rt.ready}
+        return sorted(set(self._disk.get(name, {})) | loaded)
 
     def default_version(self, name: str) -> int | None:
         """The version a request that names none gets: the newest one loaded (at start or by load)."""
@@ -125,15 +126,28 @@ class ModelRepository:
         if not self.ready:
             raise NotReady("the server is starting: models are still loading")
 
-    def require(self, name: str) -> dict[int, Path]:
-        """The versions on disk of a model that requests may use now.
+    def not_serving(self) -> list[str]:
+        """Models that should answer but cannot: a default version that is not ``READY``.
+
+        A model has a default once one of its versions loaded (at start or by :meth:`load`); one
+        unloaded through repository control is not expected to answer. A model none of whose
+        versions ever loaded has no default and is reported by its own readiness, not here.
+        """
+        return sorted(
+            name
+            for name, version in self._default.items()
+            if name not in self._unloaded and not self._runtime_ready(name, version)
+        )
+
+    def require(self, name: str) -> list[int]:
+        """The versions of a model that requests may use now (ascending).
 
         Raises:
             NotReady: the server is still starting, or the model was unloaded.
-            NotFound: no such model on disk.
+            NotFound: no such model on disk or in memory.
         """
         self.require_started()
-        versions = self._disk.get(name)
+        versions = self.versions(name)
         if not versions:
             raise NotFound(f"model {name!r} not found; available: {self.names()}")
         if name in self._unloaded:
@@ -147,12 +161,12 @@ class ModelRepository:
 
         Raises:
             NotReady: the server is still starting, or the model was unloaded.
-            NotFound: no such model or version on disk.
+            NotFound: no such model or version.
         """
         versions = self.require(name)
-        version = self._default.get(name, max(versions)) if version is None else version
+        version = self._default.get(name, versions[-1]) if version is None else version
         if version not in versions:
-            raise NotFound(f"model {name!r} has no version {version}; versions: {sorted(versions)}")
+            raise NotFound(f"model {name!r} has no version {version}; versions: {versions}")
         runtime = self._runtimes.get((name, version))
         if runtime is None or (name, version) in self._loading:
             return await self._load_version(name, version)  # joins a load already under way
@@ -179,33 +193,48 @@ class ModelRepository:
             yield runtime
 
     def index(self) -> list[IndexEntry]:
-        """Every version on disk (rescanned) with its state; versions never loaded are ``unloaded``."""
+        """Every version on disk (rescanned) or still serving, with its state.
+
+        A rescan only changes what is *known*: a loaded version whose folder is gone keeps
+        serving (listed ``ready`` with :data:`GONE` as its reason), and a new folder is loaded
+        the first time a request names it, or made the default by :meth:`load`.
+
+        Raises:
+            NotReady: the models directory cannot be listed.
+        """
         self._disk = self.scan()
+        for key, old in list(self._runtimes.items()):  # a refused version whose folder is gone
+            if key[1] not in self._disk.get(key[0], {}) and not old.ready and key not in self._loading:
+                del self._runtimes[key]
         entries = []
-        for name in sorted(self._disk):
-            for version in sorted(self._disk[name]):
+        for name in self.names():
+            on_disk = self._disk.get(name, {})
+            for version in self.versions(name):
                 rt = self._runtimes.get((name, version))
                 state, reason = (rt.state.value, rt.reason) if rt else (ModelState.UNLOADED.value, "")
-                entries.append(IndexEntry(name, version, state, reason))
+                entries.append(IndexEntry(name, version, state, reason if version in on_disk else GONE))
         return entries
 
     # -- repository control ---------------------------------------------------------------------
     async def load(self, name: str) -> ModelRuntime:
-        """(Re)load the newest version of ``name`` from disk and make it the default version.
+        """(Re)load the newest version of ``name`` on disk and make it the default version.
 
-        The old runtime keeps answering until the new one is ready; if the new one is refused,
-        the old one stays the default. Other loaded versions of ``name`` are retired: no new
-        request gets them (one naming such a version loads it again), and each closes once the
-        requests that hold it (:meth:`serving`) have their answers, so a reload fails no request.
-        Returns once they are closed.
+        The old default keeps answering until the new one is ready, also when its own folder is
+        gone (a rollback: delete the newest folder, then load); if the new one is refused, the
+        old one stays the default. Other loaded versions of ``name`` are retired: no new request
+        gets them (one naming such a version loads it again if it is still on disk), and each
+        closes once the requests that hold it (:meth:`serving`) have their answers, so a reload
+        fails no request. Returns once they are closed.
 
         Raises:
-            NotFound: ``name`` is not in the models directory.
-            ModelLoadError: the newest version was refused (the reason is in the message).
+            NotFound: ``name`` has no version folder in the models directory.
+            NotReady: the models directory cannot be listed.
+            ModelLoadError: the newest version was refused (the short reason is the message).
         """
         self._disk = self.scan()
         if name not in self._disk:
-            raise NotFound(f"model {name!r} not found in {self.settings.models_dir}")
+            serving = f"; version {self._default[name]} keeps serving" if name in self._default else ""
+            raise NotFound(f"model {name!r} has no version folder in the model repository{serving}")
         version = max(self._disk[name])
         runtime = await self._load_runtime(self._make_runtime(name, version))
         if not runtime.ready:
@@ -228,15 +257,19 @@ class ModelRepository:
         or running on them fail with :class:`NotReady` (503), as if they had come a moment later.
 
         Raises:
-            NotFound: ``name`` is not in the models directory.
+            NotFound: ``name`` is not a model on disk or in memory.
         """
-        if name not in self._disk:
+        if name not in self.names():
             raise NotFound(f"model {name!r} not found; available: {self.names()}")
         self._unloaded.add(name)
         for key in [k for k in self._runtimes if k[0] == name]:
             await self._close(self._runtimes[key])  # kept (UNLOADED) so index and listing know it
 
     # -- internals ------------------------------------------------------------------------------
+    def _runtime_ready(self, name: str, version: int) -> bool:
+        runtime = self._runtimes.get((name, version))
+        return runtime is not None and runtime.ready
+
     def _make_runtime(self, name: str, version: int) -> ModelRuntime:
         observe = self.metrics.batch_observer(name) if self.metrics else None
         path = self._disk[name][version]
@@ -259,10 +292,9 @@ class ModelRepository:
         runtime.state = ModelState.LOADING
         try:
             await asyncio.to_thread(runtime.load)
-        except ModelLoadError as exc:
-            log.error(
-                "refused model %s version %d (%s): %s", runtime.name, runtime.version, runtime.path, exc
-            )
+        except ModelLoadError:
+            name, version, path, detail = runtime.name, runtime.version, runtime.path, runtime.detail
+            log.error("refused model %s version %d (%s): %s", name, version, path, detail)
             if self.metrics:
                 self.metrics.load_failures.labels(runtime.name).inc()
         else:

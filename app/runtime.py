@@ -16,23 +16,32 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from pydantic import ValidationError
 
 from app.batching import AdaptiveBatcher, Observer, Tensors
 from app.checks import NUMPY_DTYPES, check_inputs, check_manifest, check_session
 from app.config import Settings
 from app.errors import ConfigError, ModelLoadError, NotReady
-from app.manifest import Manifest, sha256_file
+from app.manifest import Manifest, describe_manifest_errors, sha256_file
 
 log = logging.getLogger(__name__)
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+_ORT_STATUS = re.compile(r"\[ONNXRuntimeError\] : \d+ : (\w+)")
+
+
+def ort_status(exc: BaseException) -> str:
+    """onnxruntime's status name (``INVALID_PROTOBUF``, ...) without the message, which names paths."""
+    found = _ORT_STATUS.search(str(exc))
+    return found.group(1) if found else type(exc).__name__
 
 
 class ModelState(enum.StrEnum):
@@ -96,6 +105,9 @@ class ModelRuntime:
         self.manifest = manifest
         self.state = ModelState.UNLOADED
         self.reason = manifest_error
+        self.detail = manifest_error
+        """The full story behind ``reason`` (exception text, paths): for the server log only."""
+        self._manifest_detail = manifest_error
         self._manifest_error = manifest_error or "manifest.json is missing"
         self.provider: str | None = None
         self._providers = providers
@@ -124,15 +136,21 @@ class ModelRuntime:
         A manifest that cannot be read, or that names another model or version, leaves the
         runtime without one: :meth:`load` then refuses it with the reason.
         """
-        manifest, error = None, ""
+        manifest, error, detail = None, "", ""
         try:
             manifest = Manifest.read(path / "manifest.json")
             if (manifest.name, manifest.version) != (name, version):
                 error = f"manifest says {manifest.name}:{manifest.version} but it lives in {name}/{version}"
                 manifest = None
-        except (OSError, ValueError) as exc:
-            error = "manifest.json is unreadable: " + str(exc).replace("\n", " ")
-        return cls(
+        except FileNotFoundError as exc:
+            error, detail = "manifest.json is missing", str(exc)
+        except OSError as exc:
+            error, detail = f"manifest.json is unreadable ({type(exc).__name__})", str(exc)
+        except ValidationError as exc:
+            error, detail = "manifest.json is unreadable: " + describe_manifest_errors(exc), str(exc)
+        except ValueError as exc:  # not UTF-8
+            error, detail = "manifest.json is not UTF-8 text", str(exc)
+        runtime = cls(
             name,
             version,
             path,
@@ -146,6 +164,8 @@ class ModelRuntime:
             observe=observe,
             manifest_error=error,
         )
+        runtime.detail = runtime._manifest_detail = detail or error
+        return runtime
 
     @property
     def ready(self) -> bool:
@@ -158,7 +178,7 @@ class ModelRuntime:
         Raises:
             ModelLoadError: the reason the version is refused (also kept in ``reason``).
         """
-        self.state, self.reason = ModelState.LOADING, ""
+        self.state, self.reason, self.detail = ModelState.LOADING, "", ""
         if self.batcher.closed:  # loaded again after an unload
             self.batcher = self._new_batcher()
         try:
@@ -166,7 +186,7 @@ class ModelRuntime:
                 raise ModelLoadError(self._manifest_error)
             onnx_path = self.path / "model.onnx"
             if not onnx_path.is_file():
-                raise ModelLoadError(f"{onnx_path} is missing")
+                raise ModelLoadError("model.onnx is missing")
             expected = self.manifest.onnx_sha256
             if expected and sha256_file(onnx_path) != expected:
                 raise ModelLoadError("model.onnx does not match the manifest's onnx_sha256")
@@ -180,7 +200,14 @@ class ModelRuntime:
         except Exception as exc:
             self._session, self.provider = None, None
             self.state = ModelState.FAILED
-            self.reason = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, ModelLoadError):
+                self.reason = f"{type(exc).__name__} while loading (the server log has the details)"
+                self.detail = f"{type(exc).__name__}: {exc}"
+            elif exc.__cause__ is not None:  # e.g. onnxruntime's message, which names the path
+                self.reason, self.detail = str(exc), f"{exc}: {exc.__cause__}"
+            else:
+                self.reason = str(exc)
+                self.detail = self._manifest_detail if self.manifest is None else self.reason
             raise ModelLoadError(self.reason) from exc
         self.state = ModelState.READY
 
@@ -249,14 +276,14 @@ class ModelRuntime:
             session = ort.InferenceSession(str(path), opts, providers=self._providers)
         except Exception as exc:
             if CUDA not in self._providers or self._cuda_required:
-                raise ModelLoadError(f"onnxruntime cannot load model.onnx: {exc}") from exc
+                raise ModelLoadError(f"onnxruntime cannot load model.onnx ({ort_status(exc)})") from exc
             log.warning("%s:%s does not start on CUDA (%s); using CPU", self.name, self.version, exc)
             session = None
         if session is None:
             try:
                 session = ort.InferenceSession(str(path), opts, providers=[CPU])
             except Exception as exc:
-                raise ModelLoadError(f"onnxruntime cannot load model.onnx: {exc}") from exc
+                raise ModelLoadError(f"onnxruntime cannot load model.onnx ({ort_status(exc)})") from exc
         if self._cuda_required and session.get_providers()[0] != CUDA:
             raise ModelLoadError(
                 f"FUSION_PROVIDERS=cuda but the session started on {session.get_providers()[0]}"

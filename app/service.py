@@ -22,15 +22,16 @@ import numpy as np
 
 from app.batching import Tensors
 from app.config import Settings
+from app.contract import parse_version
 from app.decode_cost import probe
-from app.errors import BadRequest, InvalidInput, PayloadTooLarge
+from app.errors import BadRequest, InvalidInput, ModelLoadError, NotFound, NotReady, PayloadTooLarge
 from app.inputs import Limits, Sample, assemble, check_modalities, decode_samples
 from app.manifest import Manifest
 from app.media import MODALITIES
 from app.metrics import Metrics
 from app.outputs import Prediction, postprocess
-from app.repository import ModelRepository
-from app.runtime import ModelRuntime
+from app.repository import IndexEntry, ModelRepository
+from app.runtime import ModelRuntime, ModelState
 from app.v2 import (
     V2Error,
     check_outputs,
@@ -47,6 +48,37 @@ further ado; smaller media are decoded inline unless their headers say otherwise
 (:mod:`app.decode_cost`)."""
 INLINE_V2_ROWS = 16
 """V2 requests with more rows are adapted and validated in a worker thread (about 0.5 ms at 64)."""
+
+
+def path_version(name: str, text: str) -> int:
+    """A version as a URL path names it; anything but a positive integer names no version (404).
+
+    Both APIs answer the same: ``/v1/.../versions/0`` and ``/v2/.../versions/x`` are 404, like a
+    version that is not on disk (a body field such as ``options.version`` is checked by its
+    schema instead: 422).
+    """
+    version = parse_version(text)
+    if version is None:
+        raise NotFound(f"model {name!r} has no version {text!r}: versions are positive integers")
+    return version
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSummary:
+    """One row of the model listing: ``runtime`` is the default version's, ``None`` if never loaded."""
+
+    name: str
+    versions: list[int]
+    latest: int
+    runtime: ModelRuntime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelView:
+    """One model version for the metadata endpoints, with every version a request may name."""
+
+    runtime: ModelRuntime
+    versions: list[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,13 +114,73 @@ class InferenceService:
         if metrics is not None:
             self._decode_hists = {m: metrics.decode.labels(m) for m in MODALITIES}
 
-    async def model(self, name: str, version: int | None = None) -> ModelRuntime:
-        """The runtime of a model version for metadata (loaded on first use, may be not ready).
+    # -- the model catalogue: listing, metadata, readiness -----------------------------------------
+    def check_ready(self) -> None:
+        """Server readiness: started, and every model that should answer can.
+
+        Raises:
+            NotReady: still starting, or a model's default version is not loaded (named).
+        """
+        self.repository.require_started()
+        missing = self.repository.not_serving()
+        if missing:
+            raise NotReady(f"models that should be serving are not loaded: {missing}")
+
+    def lookup(self, name: str) -> None:
+        """Check that ``name`` can take requests, before a body meant for it is read.
+
+        Raises:
+            NotFound: unknown model. NotReady: server starting or model unloaded.
+        """
+        self.repository.require(name)
+
+    def models(self) -> list[ModelSummary]:
+        """Every model with its versions and the runtime of its default version (not loading any)."""
+        repo, summaries = self.repository, []
+        for name in repo.names():
+            versions = repo.versions(name)
+            latest = repo.default_version(name) or versions[-1]
+            summaries.append(ModelSummary(name, versions, latest, repo.peek(name, latest)))
+        return summaries
+
+    async def describe(self, name: str, version: int | None = None) -> ModelView:
+        """A model version for metadata: loaded on first use, may be not ready (state and reason).
 
         Raises:
             NotFound: unknown model or version. NotReady: server starting or model unloaded.
         """
-        return await self.repository.get(name, version)
+        runtime = await self.repository.get(name, version)
+        return ModelView(runtime, self.repository.versions(name))
+
+    async def ready_runtime(self, name: str, version: int | None = None) -> ModelRuntime:
+        """Per-model readiness: the runtime of a version that can answer now.
+
+        Raises:
+            NotFound: unknown model or version. NotReady: not loaded, with the state and reason.
+        """
+        return await self.repository.get_ready(name, version)
+
+    # -- repository control -----------------------------------------------------------------------
+    def index(self, *, only_ready: bool = False) -> list[IndexEntry]:
+        """Every version on disk or serving, with its state (rescans the models directory)."""
+        entries = self.repository.index()
+        return [e for e in entries if e.state == ModelState.READY] if only_ready else entries
+
+    async def load(self, name: str) -> ModelRuntime:
+        """(Re)load the newest version of ``name`` and serve it once ready (see the repository).
+
+        Raises:
+            NotFound: no version folder of ``name`` on disk.
+            NotReady: refused at load (the short reason; the old version keeps serving).
+        """
+        try:
+            return await self.repository.load(name)
+        except ModelLoadError as exc:
+            raise NotReady(f"model {name!r} could not be loaded: {exc}") from exc
+
+    async def unload(self, name: str) -> None:
+        """Unload every version of ``name``; it answers 503 until loaded again."""
+        await self.repository.unload(name)
 
     async def infer(self, name: str, version: int | None, inputs: Mapping[str, np.ndarray]) -> Tensors:
         """Run raw tensors through the model's batcher: ``{input: [N, ...]} -> {output: [N, ...]}``.

@@ -78,14 +78,18 @@ class OnnxModel:
             feed["mask"] = mask.astype(np.float32)
         return feed
 
-    def predict(self, arrays: dict[str, np.ndarray], mask: np.ndarray, batch: int = 500) -> np.ndarray:
+    def logits(self, arrays: dict[str, np.ndarray], mask: np.ndarray, batch: int = 500) -> np.ndarray:
+        """Class logits ``[N, classes]``, run in chunks of ``batch`` rows."""
         n = len(mask)
-        preds = []
+        out = [np.zeros((0, len(self.manifest.labels)), np.float32)]
         for i in range(0, n, batch):
             chunk = {k: v[i : i + batch] for k, v in arrays.items()}
-            logits = self.session.run(["logits"], self.feeds(chunk, mask[i : i + batch]))[0]
-            preds.append(logits.argmax(axis=1))
-        return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
+            out.append(self.session.run(["logits"], self.feeds(chunk, mask[i : i + batch]))[0])
+        return np.concatenate(out)
+
+    def predict(self, arrays: dict[str, np.ndarray], mask: np.ndarray, batch: int = 500) -> np.ndarray:
+        """Predicted class per row."""
+        return self.logits(arrays, mask, batch).argmax(axis=1)
 
     def latency_ms(self, arrays: dict[str, np.ndarray], batch: int, repeats: int = 50) -> float:
         """Median wall time of one session.run at ``batch`` rows."""

@@ -22,6 +22,7 @@ from training.export import export_model
 from training.fusion import FUSIONS, UNIMODAL, Features
 from training.graph import featurize
 from training.report import write_report
+from training.tiers_eval import evaluate_tiers
 from training.train import EPOCH_MULTIPLIER, TrainConfig, train_model
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,10 @@ def run(
         "n_test": len(test),
         "threads": threads,
         "command": command or "python -m training train",
+        # tiers, calibration, conflicts, paired margins: kept in report.json for rebuilt reports
+        "evaluation": evaluate_tiers(
+            latest_models(out), source, test, seed=seed, limit=limit, cache_dir=cache_dir, progress=progress
+        ),
         "wall_seconds": round(time.perf_counter() - start, 1),
     }
     report(out, info_all)

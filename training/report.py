@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from training import tiers_report, verdicts  # noqa: E402
 from training.evaluate import MODALITIES, NOISE_LEVELS, Evaluation  # noqa: E402
 
 PAIRS = ("image+audio", "image+text", "audio+text")
@@ -195,10 +196,27 @@ def write_report(evals: list[Evaluation], out: Path, info: dict[str, Any]) -> Pa
         cells = [f"{e.relative_robustness[m]:.3f}" if m in e.relative_robustness else "" for m in MODALITIES]
         lines.append(f"| `{e.name}` | " + " | ".join(cells) + " |")
     lines += [""] + [f"![{p}]({p})" for p in plots]
+    ev = info.get("evaluation")
+    targets = check_targets(evals, total)
+    advice = choose(evals)
+    if ev and ev.get("models"):
+        reliability = tiers_report.plot_reliability(ev, out)
+        for section in (
+            tiers_report.tiers_section(ev),
+            tiers_report.calibration_section(ev, reliability),
+            tiers_report.conflict_section(ev),
+            tiers_report.margins_section(ev),
+            tiers_report.seeds_section(info.get("seeds")),
+        ):
+            lines += ["", *section] if section else []
+        targets += verdicts.targets(ev)
+        advice = verdicts.choose(ev) + [
+            line for line in advice if "Fastest" in line or "Explanations" in line
+        ]
     lines += ["", "## Targets", "", "| target | met | measured |", "|---|---|---|"]
-    for target, ok, detail in check_targets(evals, total):
+    for target, ok, detail in targets:
         lines.append(f"| {target} | {'yes' if ok else '**no**'} | {detail} |")
-    lines += ["", "## Which fusion to choose", "", *choose(evals), ""]
+    lines += ["", "## Which fusion to choose", "", *advice, ""]
     path = out / "REPORT.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path

@@ -29,7 +29,7 @@ async def test_not_ready_until_the_repository_is_loaded(models_dir: Path) -> Non
             await c.post("/v1/models/late/predict", json={"text": "one"}),
         ):
             assert response.status_code == 503
-            assert set(response.json()) == {"error"}
+            assert set(response.json()) == {"error", "request_id"}
 
 
 async def test_list_models(client: httpx.AsyncClient) -> None:
@@ -92,15 +92,19 @@ async def test_per_model_readiness(client: httpx.AsyncClient) -> None:
     [
         ("/v1/models/nope", 404, "'nope' not found"),
         ("/v1/models/late/versions/7", 404, "no version 7"),
-        ("/v1/models/late/versions/x", 422, "version"),
-        ("/v1/models/late/versions/0", 422, "version"),
         ("/v1/nowhere", 404, "no route"),
+        *[
+            (f"/{api}/models/late/versions/{v}{tail}", 404, "versions are positive integers")
+            for api, tails in (("v1", [""]), ("v2", ["", "/ready"]))
+            for v in ("0", "x", "007", "-1", "\u00b2")
+            for tail in tails
+        ],
     ],
 )
 async def test_metadata_errors(client: httpx.AsyncClient, path: str, status: int, needle: str) -> None:
     response = await client.get(path)
     assert response.status_code == status
-    assert set(response.json()) == {"error"} and needle in response.json()["error"]
+    assert set(response.json()) == {"error", "request_id"} and needle in response.json()["error"]
 
 
 async def test_metrics(client: httpx.AsyncClient) -> None:

@@ -185,7 +185,7 @@ async def test_concurrent_requests_with_bad_ones_mixed_in(client: httpx.AsyncCli
             assert response.status_code == 200
             assert probs(response.json()) == pytest.approx(probs(expected[k]), abs=1e-5)
         else:
-            assert response.status_code == 400 and set(response.json()) == {"error"}
+            assert response.status_code == 400 and set(response.json()) == {"error", "request_id"}
 
 
 async def test_big_payloads_are_parsed_and_decoded_off_the_event_loop(client: httpx.AsyncClient) -> None:

@@ -58,7 +58,7 @@ async def test_not_ready_before_the_repository_is_loaded(models_dir: Path) -> No
             await c.post("/v2/models/late/infer", json=json_request({"text": texts("un")})),
         ):
             assert response.status_code == 503
-            assert set(response.json()) == {"error"}
+            assert set(response.json()) == {"error", "request_id"}
 
 
 async def test_model_metadata_from_the_manifest(client: httpx.AsyncClient) -> None:
@@ -113,7 +113,7 @@ async def test_metadata_errors(client: httpx.AsyncClient, path: str, status: int
     response = await client.get(path)
     assert response.status_code == status
     if status != 200:
-        assert set(response.json()) == {"error"}
+        assert set(response.json()) == {"error", "request_id"}
 
 
 # -- inference --------------------------------------------------------------------------------------
@@ -311,7 +311,7 @@ async def test_binary_sizes_that_disagree_are_400(client: httpx.AsyncClient) -> 
 async def test_infer_on_a_missing_or_broken_model(client: httpx.AsyncClient, path: str, status: int) -> None:
     response = await client.post(path, json=json_request({"text": texts("un")}))
     assert response.status_code == status
-    assert set(response.json()) == {"error"}
+    assert set(response.json()) == {"error", "request_id"}
 
 
 async def test_limits_are_413(make_client: Serve) -> None:
@@ -346,7 +346,7 @@ async def test_non_finite_inputs_are_400_and_never_come_back_as_json(client: htt
     body, headers = binary_request(inputs)  # binary FP32 carries NaN; JSON cannot
     response = await client.post("/v2/models/late/infer", content=body, headers=headers)
     assert response.status_code == 400
-    assert response.json() == {"error": "input 'audio' holds NaN or infinite values"}
+    assert response.json()["error"] == "input 'audio' holds NaN or infinite values"
 
 
 async def test_rows_are_limited_before_the_request_is_adapted(make_client: Serve) -> None:

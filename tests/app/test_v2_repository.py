@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+import pytest_asyncio
 
 from app.config import Settings
 from tests.app import fakes
@@ -15,6 +17,13 @@ from tests.app.conftest import PNG_B64, serve
 from tests.app.v2_helpers import json_request, sample_inputs, texts
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def control(models_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """An app over the shared repository with repository control on (it is off by default)."""
+    async with serve(Settings(models_dir=models_dir, repository_control=True)) as c:
+        yield c
 
 
 @pytest.fixture
@@ -30,7 +39,7 @@ async def index(client: httpx.AsyncClient, **body: object) -> dict[tuple[str, st
 
 
 async def test_index_lists_every_version_with_its_state(repo: Path) -> None:
-    async with serve(Settings(models_dir=repo)) as c:
+    async with serve(Settings(models_dir=repo, repository_control=True)) as c:
         rows = await index(c)
         assert rows[("late", "2")] == {"name": "late", "version": "2", "state": "READY", "reason": ""}
         assert rows[("late", "1")]["state"] == "UNAVAILABLE"  # on disk, never asked for
@@ -44,7 +53,7 @@ async def test_index_lists_every_version_with_its_state(repo: Path) -> None:
 
 
 async def test_unload_then_load_a_version_copied_in_after_start(repo: Path) -> None:
-    async with serve(Settings(models_dir=repo)) as c:
+    async with serve(Settings(models_dir=repo, repository_control=True)) as c:
         request = json_request(sample_inputs(rows=1))
         assert (await c.post("/v2/repository/models/late/unload", json={"parameters": {}})).status_code == 200
         assert (await c.get("/v2/models/late/ready")).status_code == 503
@@ -65,7 +74,7 @@ async def test_unload_then_load_a_version_copied_in_after_start(repo: Path) -> N
 
 
 async def test_a_new_model_directory_becomes_servable_on_load(repo: Path) -> None:
-    async with serve(Settings(models_dir=repo)) as c:
+    async with serve(Settings(models_dir=repo, repository_control=True)) as c:
         assert (await c.get("/v2/models/words")).status_code == 404
         fakes.write_model(repo, "words", 1, ["text"], seed=12)
         assert (await c.post("/v2/repository/models/words/load")).status_code == 200
@@ -77,7 +86,7 @@ async def test_a_new_model_directory_becomes_servable_on_load(repo: Path) -> Non
 @pytest.mark.parametrize(
     ("path", "body", "status", "message"),
     [
-        ("/v2/repository/models/nope/load", None, 404, "not found"),
+        ("/v2/repository/models/nope/load", None, 404, "no version folder"),
         ("/v2/repository/models/nope/unload", None, 404, "not found"),
         ("/v2/repository/models/broken/load", None, 503, "could not be loaded"),
         (
@@ -90,9 +99,9 @@ async def test_a_new_model_directory_becomes_servable_on_load(repo: Path) -> Non
     ],
 )
 async def test_repository_errors(
-    client: httpx.AsyncClient, path: str, body: object, status: int, message: str
+    control: httpx.AsyncClient, path: str, body: object, status: int, message: str
 ) -> None:
-    response = await client.post(path, json=body)
+    response = await control.post(path, json=body)
     assert response.status_code == status
     assert message in response.json()["error"]
 
@@ -102,15 +111,15 @@ async def test_repository_errors(
 )
 @pytest.mark.parametrize("raw", [b"[" * 100_000, b'{"a": NaN}', b"\xff"], ids=["deep", "nan", "binary"])
 async def test_repository_bodies_that_are_not_json_are_400(
-    client: httpx.AsyncClient, path: str, raw: bytes
+    control: httpx.AsyncClient, path: str, raw: bytes
 ) -> None:
-    response = await client.post(path, content=raw)
+    response = await control.post(path, content=raw)
     assert response.status_code == 400
     assert "the body is not valid JSON" in response.json()["error"]
 
 
 async def test_a_failed_load_keeps_the_old_version_serving(repo: Path) -> None:
-    async with serve(Settings(models_dir=repo)) as c:
+    async with serve(Settings(models_dir=repo, repository_control=True)) as c:
         bad = repo / "late" / "5"
         bad.mkdir()
         (bad / "model.onnx").write_bytes(b"not onnx")
@@ -124,7 +133,7 @@ async def test_a_failed_load_keeps_the_old_version_serving(repo: Path) -> None:
 async def test_a_reload_under_load_fails_no_request(repo: Path) -> None:
     """The replaced version drains: every request it took is answered, by it or by the new one."""
     body = {"text": "sept", "image": {"b64": PNG_B64}}
-    async with serve(Settings(models_dir=repo)) as c:
+    async with serve(Settings(models_dir=repo, repository_control=True)) as c:
         fakes.write_model(repo, "late", 3, fakes.ALL, seed=11)
 
         async def predict() -> httpx.Response:

@@ -31,7 +31,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(repo: Path) -> Iterator[str]:
     """Serve the app on a free port in a background thread; yields ``host:port``."""
-    app = create_app(Settings(models_dir=repo, log_level="warning"))
+    app = create_app(Settings(models_dir=repo, log_level="warning", repository_control=True))
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-v2", daemon=True)

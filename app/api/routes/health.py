@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.deps import RepositoryDep
+from app.api.deps import ServiceDep
 from app.schemas import ErrorBody, HealthStatus
 
 router = APIRouter(prefix="/health", tags=["health"])
@@ -18,9 +18,11 @@ async def live() -> dict[str, str]:
 @router.get(
     "/ready",
     response_model=HealthStatus,
-    responses={503: {"model": ErrorBody, "description": "Models are still loading"}},
-    summary="The repository is loaded (per-model readiness: GET /v1/models/{name}/ready)",
+    responses={
+        503: {"model": ErrorBody, "description": "Models still loading, or one that should serve is not"}
+    },
+    summary="Models loaded, every one that should serve is serving (per model: /v1/models/{name}/ready)",
 )
-async def ready(repository: RepositoryDep) -> dict[str, str]:
-    repository.require_started()
+async def ready(service: ServiceDep) -> dict[str, str]:
+    service.check_ready()
     return {"status": "ready"}

@@ -7,10 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 
-from app.api.deps import ApiKeyDep, RepositoryDep, ServiceDep
+from app.api.deps import ApiKeyDep, ServiceDep
 from app.api.parsing import parse_predict
-from app.repository import ModelRepository
-from app.runtime import ModelRuntime
 from app.schemas import (
     ModelList,
     ModelMetadata,
@@ -19,6 +17,7 @@ from app.schemas import (
     PredictResponse,
     error_responses,
 )
+from app.service import ModelSummary, ModelView, path_version
 
 FORMATS = {
     "image": ["png", "jpeg", "bmp", "gif", "tiff", "webp", "array"],
@@ -29,12 +28,12 @@ FORMATS = {
 
 router = APIRouter(prefix="/v1", tags=["v1"], dependencies=[ApiKeyDep], responses=error_responses(401, 503))
 NameParam = Path(description="Model name", examples=["late"])
-VersionParam = Path(ge=1, description="Model version", examples=[1])
+VersionParam = Path(description="Model version (a positive integer)", examples=["1"])
 
 
 @router.get("/models", response_model=ModelList, summary="Every model, its versions and readiness")
-async def list_models(repository: RepositoryDep) -> dict[str, Any]:
-    return {"models": [_summary(repository, name) for name in repository.names()]}
+async def list_models(service: ServiceDep) -> dict[str, Any]:
+    return {"models": [_summary(s) for s in service.models()]}
 
 
 @router.get(
@@ -44,19 +43,19 @@ async def list_models(repository: RepositoryDep) -> dict[str, Any]:
     summary="Metadata of the default version",
 )
 async def model_metadata(service: ServiceDep, name: str = NameParam) -> dict[str, Any]:
-    return _metadata(service.repository, await service.model(name))
+    return _metadata(await service.describe(name))
 
 
 @router.get(
     "/models/{name}/versions/{version}",
     response_model=ModelMetadata,
     responses=error_responses(404),
-    summary="Metadata of one version (loaded on first use)",
+    summary="Metadata of one version (loaded on first use; not a positive integer: 404)",
 )
 async def version_metadata(
-    service: ServiceDep, name: str = NameParam, version: int = VersionParam
+    service: ServiceDep, name: str = NameParam, version: str = VersionParam
 ) -> dict[str, Any]:
-    return _metadata(service.repository, await service.model(name, version))
+    return _metadata(await service.describe(name, path_version(name, version)))
 
 
 @router.get(
@@ -66,8 +65,7 @@ async def version_metadata(
     summary="200 when the default version is ready, else 503",
 )
 async def model_ready(service: ServiceDep, name: str = NameParam) -> dict[str, Any]:
-    runtime = await service.model(name)
-    runtime.serving_manifest()  # NotReady (503) naming the state and the reason
+    runtime = await service.ready_runtime(name)  # NotReady (503) naming the state and the reason
     return {"name": name, "version": runtime.version, "ready": True}
 
 
@@ -81,7 +79,7 @@ async def model_ready(service: ServiceDep, name: str = NameParam) -> dict[str, A
     },
 )
 async def predict(request: Request, service: ServiceDep, name: str = NameParam) -> JSONResponse:
-    service.repository.require(name)  # 404/503 before reading a body meant for nothing
+    service.lookup(name)  # 404/503 before reading a body meant for nothing
     samples, options, many = await parse_predict(request)
     answers = await service.predict(name, samples, options)
     if many:
@@ -89,15 +87,13 @@ async def predict(request: Request, service: ServiceDep, name: str = NameParam) 
     return JSONResponse(answers[0].to_dict())
 
 
-def _summary(repository: ModelRepository, name: str) -> dict[str, Any]:
-    versions = repository.versions(name)
-    latest = repository.default_version(name) or versions[-1]
-    runtime = repository.peek(name, latest)
+def _summary(summary: ModelSummary) -> dict[str, Any]:
+    runtime = summary.runtime
     manifest = runtime.manifest if runtime else None
     return {
-        "name": name,
-        "versions": versions,
-        "latest": latest,
+        "name": summary.name,
+        "versions": summary.versions,
+        "latest": summary.latest,
         "fusion": manifest.fusion if manifest else None,
         "modalities": list(manifest.modalities) if manifest else [],
         "ready": bool(runtime and runtime.ready),
@@ -105,11 +101,12 @@ def _summary(repository: ModelRepository, name: str) -> dict[str, Any]:
     }
 
 
-def _metadata(repository: ModelRepository, runtime: ModelRuntime) -> dict[str, Any]:
+def _metadata(view: ModelView) -> dict[str, Any]:
+    runtime = view.runtime
     meta: dict[str, Any] = {
         "name": runtime.name,
         "version": runtime.version,
-        "versions": repository.versions(runtime.name),
+        "versions": view.versions,
         "fusion": None,
         "description": "",
         "modalities": {},

@@ -2,8 +2,10 @@
 
 Thin: the route reads the body and its headers, :meth:`~app.service.InferenceService.infer_v2`
 does the rest (parse, adapt, validate, batch, encode) through the same batcher as ``/v1``.
-Health is open; everything else needs the API key when one is set. Errors are
-``{"error": ...}``: 400 malformed, 404 unknown model or version, 413 over a limit, 503 not ready.
+Health is open; everything else needs the API key when one is set. Repository control (index,
+load, unload) is off unless ``FUSION_REPOSITORY_CONTROL`` is true (403), and then needs
+``FUSION_ADMIN_API_KEY`` when that is set. Errors are ``{"error": ..., "request_id": ...}``:
+400 malformed, 403 control off, 404 unknown model or version, 413 over a limit, 503 not ready.
 """
 
 from __future__ import annotations
@@ -13,12 +15,10 @@ from typing import Any
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
-from app.api.deps import ApiKeyDep, RepositoryDep, ServiceDep
-from app.errors import ModelLoadError, NotFound, NotReady
-from app.repository import parse_version
+from app.api.deps import ApiKeyDep, RepositoryControlDep, ServiceDep
 from app.runtime import ModelRuntime
 from app.schemas import error_responses
-from app.service import InferenceService
+from app.service import InferenceService, ModelView, path_version
 from app.v2 import HEADER_LENGTH, V2Error, load_json_object
 from app.v2.compression import compress, decompress, negotiate
 from app.v2.schemas import (
@@ -38,6 +38,12 @@ STATES = {"ready": "READY", "loading": "LOADING", "failed": "UNAVAILABLE", "unlo
 
 health = APIRouter(prefix="/v2", tags=["v2"])
 api = APIRouter(prefix="/v2", tags=["v2"], dependencies=[ApiKeyDep], responses=error_responses(401, 503))
+control = APIRouter(
+    prefix="/v2/repository",
+    tags=["v2"],
+    dependencies=[RepositoryControlDep],
+    responses=error_responses(401, 403, 503),
+)
 NameParam = Path(description="Model name", examples=["late"])
 VersionParam = Path(description="Model version (a positive integer)", examples=["1"])
 
@@ -48,10 +54,12 @@ async def live() -> dict[str, bool]:
 
 
 @health.get(
-    "/health/ready", summary="Every model has been loaded (503 until then)", responses=error_responses(503)
+    "/health/ready",
+    summary="Models loaded and every model that should serve is serving (else 503)",
+    responses=error_responses(503),
 )
-async def ready(repository: RepositoryDep) -> dict[str, bool]:
-    repository.require_started()
+async def ready(service: ServiceDep) -> dict[str, bool]:
+    service.check_ready()
     return {"ready": True}
 
 
@@ -63,7 +71,7 @@ async def server_metadata(request: Request) -> ServerMetadata:
 @api.get("/models/{name}", response_model=ModelMetadata, responses=error_responses(404))
 async def metadata(service: ServiceDep, name: str = NameParam) -> ModelMetadata:
     """Inputs and outputs (datatype, shape; -1 is the batch) of the default version."""
-    return _metadata(service, await service.model(name))
+    return _metadata(await service.describe(name))
 
 
 @api.get("/models/{name}/versions/{version}", response_model=ModelMetadata, responses=error_responses(404))
@@ -71,13 +79,13 @@ async def version_metadata(
     service: ServiceDep, name: str = NameParam, version: str = VersionParam
 ) -> ModelMetadata:
     """Inputs and outputs of one version (loaded on first use)."""
-    return _metadata(service, await service.model(name, _version(name, version)))
+    return _metadata(await service.describe(name, path_version(name, version)))
 
 
 @api.get("/models/{name}/ready", response_model=ModelReady, responses=error_responses(404))
 async def model_ready(service: ServiceDep, name: str = NameParam) -> ModelReady:
     """200 when the default version can answer, else 503."""
-    return _ready(await service.model(name))
+    return _ready(await service.ready_runtime(name))
 
 
 @api.get("/models/{name}/versions/{version}/ready", response_model=ModelReady, responses=error_responses(404))
@@ -85,7 +93,7 @@ async def version_ready(
     service: ServiceDep, name: str = NameParam, version: str = VersionParam
 ) -> ModelReady:
     """200 when this version can answer, else 503."""
-    return _ready(await service.model(name, _version(name, version)))
+    return _ready(await service.ready_runtime(name, path_version(name, version)))
 
 
 INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -127,47 +135,46 @@ async def infer(request: Request, service: ServiceDep, name: str = NameParam) ->
 async def version_infer(
     request: Request, service: ServiceDep, name: str = NameParam, version: str = VersionParam
 ) -> Response:
-    return await _infer(request, service, name, _version(name, version))
+    return await _infer(request, service, name, path_version(name, version))
 
 
-@api.post("/repository/index", response_model=list[RepositoryModel], summary="Every version on disk")
-async def repository_index(request: Request, repository: RepositoryDep) -> list[RepositoryModel]:
-    """Rescans the models directory. Body (optional): ``{"ready": true}`` lists only ready ones."""
+@control.post("/index", response_model=list[RepositoryModel], summary="Every version on disk or serving")
+async def repository_index(request: Request, service: ServiceDep) -> list[RepositoryModel]:
+    """Rescans the models directory. Body (optional): ``{"ready": true}`` lists only ready ones.
+
+    The rescan only makes new folders known; it never stops a loaded version (``load`` does).
+    """
     only_ready = (await _json_object(request)).get("ready", False)
     if not isinstance(only_ready, bool):
         raise V2Error(f"ready must be true or false, got {only_ready!r}")
-    rows = [
+    return [
         RepositoryModel(
             name=e.name, version=str(e.version), state=STATES.get(e.state, "UNAVAILABLE"), reason=e.reason
         )
-        for e in repository.index()
+        for e in service.index(only_ready=only_ready)
     ]
-    return [r for r in rows if r.state == "READY"] if only_ready else rows
 
 
-@api.post("/repository/models/{name}/load", response_model=ModelReady, responses=error_responses(404))
-async def load(request: Request, repository: RepositoryDep, name: str = NameParam) -> ModelReady:
+@control.post("/models/{name}/load", response_model=ModelReady, responses=error_responses(404))
+async def load(request: Request, service: ServiceDep, name: str = NameParam) -> ModelReady:
     """(Re)load the newest version on disk (one copied in after start included) and serve it."""
     params = (await _json_object(request)).get("parameters") or {}
     if not isinstance(params, dict) or params:
         raise V2Error("load takes no parameters: copy the version into the models directory, then load")
-    try:
-        runtime = await repository.load(name)
-    except ModelLoadError as exc:
-        raise NotReady(f"model {name!r} could not be loaded: {exc}") from exc
+    runtime = await service.load(name)
     return ModelReady(name=name, version=str(runtime.version), ready=True)
 
 
-@api.post("/repository/models/{name}/unload", response_model=ModelReady, responses=error_responses(404))
-async def unload(request: Request, repository: RepositoryDep, name: str = NameParam) -> ModelReady:
+@control.post("/models/{name}/unload", response_model=ModelReady, responses=error_responses(404))
+async def unload(request: Request, service: ServiceDep, name: str = NameParam) -> ModelReady:
     """Unload every version of ``name``: it answers 503 until loaded again; other models go on."""
     await _json_object(request)  # tritonclient sends {"parameters": {"unload_dependents": false}}
-    await repository.unload(name)
+    await service.unload(name)
     return ModelReady(name=name, ready=False)
 
 
 async def _infer(request: Request, service: InferenceService, name: str, version: int | None) -> Response:
-    service.repository.require(name)  # 404/503 before reading a body meant for nothing
+    service.lookup(name)  # 404/503 before reading a body meant for nothing
     body = decompress(
         await request.body(),
         request.headers.get("content-encoding"),
@@ -182,18 +189,11 @@ async def _infer(request: Request, service: InferenceService, name: str, version
     return Response(content=content, headers=headers)
 
 
-def _version(name: str, text: str) -> int:
-    """The path's version: the protocol answers 404 for a version that is not a positive integer."""
-    version = parse_version(text)
-    if version is None:
-        raise NotFound(f"model {name!r} has no version {text!r}: versions are positive integers")
-    return version
-
-
-def _metadata(service: InferenceService, runtime: ModelRuntime) -> ModelMetadata:
+def _metadata(view: ModelView) -> ModelMetadata:
     """From the manifest, which a version refused at load may still have (as ``/v1`` shows it)."""
+    runtime = view.runtime
     manifest = runtime.manifest if runtime.manifest is not None else runtime.serving_manifest()
-    return model_metadata(manifest, service.repository.versions(runtime.name))
+    return model_metadata(manifest, view.versions)
 
 
 def _ready(runtime: ModelRuntime) -> ModelReady:
@@ -210,3 +210,4 @@ async def _json_object(request: Request) -> dict[str, Any]:
 router = APIRouter()
 router.include_router(health)
 router.include_router(api)
+router.include_router(control)

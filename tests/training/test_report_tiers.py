@@ -1,0 +1,119 @@
+"""The report's tier, calibration, conflict, margin and seed sections, and the advice drawn from them.
+
+The evaluation comes from the oracle models of ``test_evaluate_tiers`` (answers known in closed
+form), so each assertion checks that a measured fact reaches the report, not a fixed string.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tests.training.test_evaluate_tiers import ALL, dataset, write_oracle
+from training import seeds as seeds_module
+from training import tiers_report, verdicts
+from training.cli import app
+from training.report import write_report
+from training.tiers_eval import evaluate_repository
+
+
+@pytest.fixture(scope="module")
+def ev(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("oracles")
+    dirs = [
+        write_oracle(root, "late", "late", ALL),
+        write_oracle(root, "gated", "gated", ALL, audio=3.0),
+        write_oracle(root, "image_only", "unimodal", ["image"]),
+        write_oracle(root, "audio_only", "unimodal", ["audio"]),
+        write_oracle(root, "text_only", "unimodal", ["text"]),
+    ]
+    labels = np.arange(300) % 10
+    rows = np.arange(300)
+    tiers = {
+        # half the images and the other half of the texts lie: every row still has a 2-1 majority
+        "benchmark": dataset(labels, wrong={"image": rows[:150], "text": rows[150:]}),
+        "clean": dataset(labels),
+        "unseen_speakers": dataset(labels, wrong={"audio": rows[:30]}),
+        "people_images": dataset(labels, wrong={"image": rows[:60]}),
+    }
+    return evaluate_repository(dirs, tiers, n_boot=200)
+
+
+def test_tiers_section_shows_intervals_and_the_image_ratio(ev: dict[str, Any]) -> None:
+    text = "\n".join(tiers_report.tiers_section(ev))
+    assert "| `late` | 100.0 [100.0, 100.0] | 100.0 [100.0, 100.0] |" in text
+    assert "| 90.0 [" in text  # unseen voices, audio only: 270 / 300
+    assert "| 80% |" in text  # people images 240 / 300 vs clean 300 / 300
+
+
+def test_calibration_section_lists_branches_of_late_and_gated(ev: dict[str, Any]) -> None:
+    lines = tiers_report.calibration_section(ev, "reliability.png")
+    branch_rows = [line for line in lines if "branch |" in line]
+    assert len(branch_rows) == 6 and lines[-1] == "![reliability.png](reliability.png)"
+    ece = ev["models"]["late"]["tiers"]["clean"]["calibration"]["ece"]
+    assert f"| {100 * ece:.1f} |" in next(line for line in lines if line.startswith("| `late` |"))
+
+
+def test_conflict_and_margin_sections_carry_the_measured_rates(ev: dict[str, Any]) -> None:
+    conflict = "\n".join(tiers_report.conflict_section(ev))
+    assert "| `gated` | audio | 0.0 [0.0, 0.0] | 100.0 [100.0, 100.0] | 100.0 [100.0, 100.0] |" in conflict
+    assert "| `late` | none (clean, agreeing) | | | 0.0 [0.0, 0.0] |" in conflict
+    margins = "\n".join(tiers_report.margins_section(ev))
+    # image alone: wrong on half the rows for the fusion's branch and the baseline alike
+    assert "| `late` | image | 50.0 [" in margins and "| `image_only` | +0.0 [+0.0, +0.0] | ok |" in margins
+
+
+def test_targets_are_judged_from_the_numbers(ev: dict[str, Any]) -> None:
+    rows = {target: (ok, detail) for target, ok, detail in verdicts.targets(ev)}
+    assert rows["late: one modality swapped, follows the agreeing two >= 95%"][0]
+    ok, detail = rows["gated: one modality swapped, follows the agreeing two >= 95%"]
+    assert not ok and "worst 0.0%" in detail
+    ok, detail = rows["unseen voices, audio alone >= 85%"]
+    assert ok and "90.0%" in detail
+    assert not rows["people's images (inverted, off-centre) >= 95% of the clean image accuracy"][0]
+    assert rows["agreement flag: >= 95% of swapped cases, <= 5% of clean agreeing ones"][0]
+    assert not rows["ECE <= 3% for every served model (benchmark tier)"][0]  # one-hot votes: under-confident
+
+
+def test_advice_names_the_steady_and_the_swayed_fusion(ev: dict[str, Any]) -> None:
+    advice = "\n".join(verdicts.choose(ev))
+    assert "`late` follows the agreeing two most often (100.0%)" in advice
+    assert "`gated` is swayed by the odd one out most often (33.3%)" in advice
+    assert "**Default recommendation:** `late`" in advice and "over- or under-confident" in advice
+
+
+def test_write_report_adds_the_sections_and_the_reliability_plot(ev: dict[str, Any], tmp_path: Path) -> None:
+    seeds = {
+        "seeds": [0, 1],
+        "models": seeds_module.summarise({0: {"late": {"x": 0.9}}, 1: {"late": {"x": 0.8}}}, ["late"]),
+    }
+    report = write_report([], tmp_path, {"evaluation": ev, "seeds": seeds}).read_text()
+    for heading in (
+        "## Tiers",
+        "## Calibration",
+        "## Modality conflicts",
+        "## Missing modalities",
+        "## Seeds",
+    ):
+        assert heading in report
+    assert "| `late` | x | 85.0 ± 7.1 | 90.0, 80.0 |" in report
+    assert (tmp_path / "reliability.png").stat().st_size > 10_000
+
+
+def test_summarise_keeps_metrics_every_seed_measured() -> None:
+    out = seeds_module.summarise({0: {"m": {"a": 0.5, "b": 1.0}}, 2: {"m": {"a": 0.7}}}, ["m"])
+    assert out == {"m": {"a": {"values": [0.5, 0.7], "mean": 0.6, "sd": pytest.approx(0.1414, abs=1e-4)}}}
+
+
+def test_seeds_command_needs_a_tier_evaluated_repository(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["seeds", "--out", str(tmp_path)])
+    assert result.exit_code == 1 and "report.json is missing" in result.output
+    (tmp_path / "report.json").write_text(json.dumps({"seed": 0}))
+    result = runner.invoke(app, ["seeds", "--out", str(tmp_path), "--models", "late"])
+    assert result.exit_code == 1 and "no tier evaluation of ['late']" in result.output

@@ -1,0 +1,214 @@
+"""The report's sections on tiers, calibration, conflicts, paired margins and seeds.
+
+Everything here reads the dict of :func:`training.tiers_eval.evaluate_repository` (kept in
+``report.json``), so a rebuilt report draws the same tables and plots without the data, and
+every sentence of the "how to choose" part is computed from those numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from app.media import MODALITIES  # noqa: E402
+from training.metrics import ECE_BINS, N_BOOT  # noqa: E402
+from training.tiers_eval import TIERS  # noqa: E402
+
+Ev = Mapping[str, Any]
+BRANCHED = ("late", "gated")
+"""Fusions whose branches (the model with a one-hot mask) are drawn and tabled on their own."""
+CONFLICT_TARGET = 0.95
+ECE_TARGET = 0.03
+
+
+def ci(stat: Mapping[str, Any] | None) -> str:
+    """``81.3 [79.5, 83.0]`` (percent), or empty when there is no number."""
+    if not stat or not stat.get("n"):
+        return ""
+    lo, hi = stat["ci"]
+    return f"{100 * stat['value']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def _fusions(ev: Ev) -> dict[str, Any]:
+    return {n: m for n, m in ev["models"].items() if m["fusion"] != "unimodal"}
+
+
+def _tier(m: Mapping[str, Any], tier: str) -> Mapping[str, Any]:
+    t: Mapping[str, Any] = m["tiers"].get(tier, {})
+    return t
+
+
+def tiers_section(ev: Ev) -> list[str]:
+    """Accuracy per tier, and the audio-only / image-only paths the targets name."""
+    tiers = [t for t in TIERS if t in ev["tiers"]]
+    sizes = ", ".join(f"{t} {n}" for t, n in ev["tiers"].items())
+    head = [f"{t} %" for t in tiers] + [
+        "unseen voices, audio only %",
+        "people images, image only %",
+        "vs clean",
+    ]
+    lines = [
+        "## Tiers (all of the model's modalities present; 95% bootstrap intervals)",
+        "",
+        f"Samples: {sizes}. Intervals: {ev.get('n_boot', N_BOOT)} seeded bootstrap resamples.",
+        "",
+        "| model | " + " | ".join(head) + " |",
+        "|---|" + "---:|" * len(head),
+    ]
+    for name, m in ev["models"].items():
+        cells = [ci(_tier(m, t).get("accuracy")) for t in tiers]
+        cells.append(ci(_tier(m, "unseen_speakers").get("audio_only")))
+        people, clean = _tier(m, "people_images").get("image_only"), _tier(m, "clean").get("image_only")
+        cells.append(ci(people))
+        ratio = people["value"] / clean["value"] if people and clean and clean["value"] else None
+        cells.append(f"{100 * ratio:.0f}%" if ratio is not None else "")
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return lines
+
+
+def calibration_section(ev: Ev, plot: str | None) -> list[str]:
+    """ECE per model and per branch of the branched fusions."""
+    lines = [
+        "## Calibration",
+        "",
+        f"Expected calibration error over {ECE_BINS} equal-width confidence bins (top-class probability of "
+        "the served logits). A branch is the model with a one-hot mask (that modality alone).",
+        "",
+        "| model | ECE benchmark % | ECE clean % | mean confidence % | accuracy % |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, m in ev["models"].items():
+        rows = [(f"`{name}`", _tier(m, "benchmark").get("calibration"), _tier(m, "clean").get("calibration"))]
+        if m["fusion"] in BRANCHED:
+            for branch, cal in _tier(m, "benchmark").get("branches", {}).items():
+                rows.append((f"`{name}` {branch} branch", cal, None))
+        for label, bench, clean in rows:
+            if not bench:
+                continue
+            c = f"{100 * clean['ece']:.1f}" if clean else ""
+            lines.append(
+                f"| {label} | {100 * bench['ece']:.1f} | {c} | {100 * bench['confidence']:.1f} | "
+                f"{100 * bench['accuracy']:.1f} |"
+            )
+    return [*lines, "", f"![{plot}]({plot})"] if plot else lines
+
+
+def conflict_section(ev: Ev) -> list[str]:
+    """Whom the answer follows when one modality is swapped, and the agreement flag rates."""
+    rows = [(n, c) for n, m in _fusions(ev).items() if (c := _tier(m, "clean").get("conflict"))]
+    if not rows:
+        return []
+    lines = [
+        "## Modality conflicts (clean tier)",
+        "",
+        "One modality replaced by a sample of another class, the other two agreeing on the true class. "
+        '"Opinions disagree" = the present modalities\' single-modality answers (one-hot masks) are not '
+        "all the same: the agreement flag a trustworthy answer can raise.",
+        "",
+        "| model | swapped | follows the agreeing two % | follows the swapped one % | opinions disagree % |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for name, c in rows:
+        for m, s in c["swapped"].items():
+            cells = [ci(s["follow_agreeing"]), ci(s["follow_swapped"]), ci(s["disagree"])]
+            lines.append(f"| `{name}` | {m} | " + " | ".join(cells) + " |")
+        lines.append(f"| `{name}` | none (clean, agreeing) | | | {ci(c['clean_disagree'])} |")
+    return lines
+
+
+def margins_section(ev: Ev) -> list[str]:
+    """One- and two-missing subsets against the matching unimodal baseline, paired."""
+    rows = [(n, s, d) for n, m in _fusions(ev).items() for s, d in m.get("margins", {}).items()]
+    if not rows:
+        return []
+    lines = [
+        "## Missing modalities vs the unimodal baselines (paired bootstrap, benchmark tier)",
+        "",
+        "Fusion minus the matching baseline (one modality: its own baseline; two: the better of the two) "
+        "on the same samples. **Significant loss** = the whole 95% interval below -1 point.",
+        "",
+        "| model | modalities present | fusion % | baseline | difference, points | verdict |",
+        "|---|---|---:|---|---:|---|",
+    ]
+    for name, subset, d in rows:
+        fused = ev["models"][name]["tiers"]["benchmark"]["subsets"].get(subset)
+        lo, hi = d["ci"]
+        verdict = (
+            "**significant loss**" if d["significant_loss"] else ("loss?" if d["value"] < -0.01 else "ok")
+        )
+        lines.append(
+            f"| `{name}` | {subset} | {ci(fused)} | `{d['baseline']}` | "
+            f"{100 * d['value']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | {verdict} |"
+        )
+    return lines
+
+
+def seeds_section(seeds: Mapping[str, Any] | None) -> list[str]:
+    """Mean +- standard deviation of the headline numbers over training seeds."""
+    if not seeds or not seeds.get("models"):
+        return []
+    lines = [
+        f"## Seeds (training seeds {', '.join(str(s) for s in seeds['seeds'])}, same data)",
+        "",
+        f"Command: `{seeds.get('command', 'python -m training seeds')}`. Mean ± standard deviation; "
+        "each seed's value in brackets.",
+        "",
+        "| model | metric | mean ± sd % | per seed % |",
+        "|---|---|---:|---|",
+    ]
+    for name, metrics in seeds["models"].items():
+        for metric, s in metrics.items():
+            per = ", ".join(f"{100 * v:.1f}" for v in s["values"])
+            lines.append(f"| `{name}` | {metric} | {100 * s['mean']:.1f} ± {100 * s['sd']:.1f} | {per} |")
+    return lines
+
+
+def plot_reliability(ev: Ev, out: Path) -> str | None:
+    """One reliability panel per model (benchmark tier); late/gated also draw their branches."""
+    models = [(n, m) for n, m in ev["models"].items() if _tier(m, "benchmark").get("calibration")]
+    if not models:
+        return None
+    cols = min(4, len(models))
+    rows = (len(models) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 3.3 * rows), squeeze=False)
+    colors = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(MODALITIES)}
+    for ax, (name, m) in zip(axes.flat, models, strict=False):
+        cal = m["tiers"]["benchmark"]["calibration"]
+        ax.plot([0, 1], [0, 1], ":", color="grey", lw=1)
+        rel = cal["reliability"]
+        ax.plot(
+            rel["confidence"],
+            rel["accuracy"],
+            "-o",
+            ms=3,
+            color="black",
+            label=f"fused ECE {100 * cal['ece']:.1f}%",
+        )
+        if m["fusion"] in BRANCHED:
+            for branch, b in _tier(m, "benchmark").get("branches", {}).items():
+                r = b["reliability"]
+                ax.plot(
+                    r["confidence"], r["accuracy"], "--", marker=".", ms=3, color=colors.get(branch, "grey"),
+                    label=f"{branch} ECE {100 * b['ece']:.1f}%",
+                )  # fmt: skip
+        ax.set_title(name, fontsize=10)
+        ax.set(xlim=(0, 1), ylim=(0, 1))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    for ax in axes.flat[len(models) :]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy")
+    for ax in axes[-1, :]:
+        ax.set_xlabel("confidence")
+    fig.suptitle("Reliability on the benchmark tier (on the diagonal = calibrated)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(out / "reliability.png", dpi=100)
+    plt.close(fig)
+    return "reliability.png"
