@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.media import decode_audio, encode_text
+from app.media import decode_audio, decode_image, encode_text
 from tests.media_fixtures import audio_bytes, digit_pattern, image_bytes, tone
 from training.data import DatasetError, load_dataset
 from training.data.manifest import load_manifest
@@ -76,7 +76,8 @@ def test_jsonl_with_missing_modalities(files: Path) -> None:
         assert ds.labels[ds.label[i]] == row["label"] and ds.texts[i] == row["text"]
         np.testing.assert_array_equal(ds.text[i], encode_text(row["text"]))
         if "image" in row:
-            np.testing.assert_array_equal(ds.image[i], np.roll(digit_pattern(), 4 * (i % 3), axis=1))
+            # the server's decoder, normalisation included (docs/api.md "How images are read")
+            np.testing.assert_array_equal(ds.image[i], decode_image((files / row["image"]).read_bytes()))
         else:
             assert not ds.image[i].any()
         if "audio" in row:
