@@ -19,7 +19,7 @@ URL = "/v1/models/late/predict"
 def check(response: httpx.Response, status: int, needle: str) -> None:
     assert response.status_code == status, response.text
     body = response.json()
-    assert set(body) == {"error"} and isinstance(body["error"], str)
+    assert set(body) == {"error", "request_id"} and isinstance(body["error"], str)
     assert needle in body["error"], body["error"]
 
 
@@ -223,8 +223,13 @@ async def test_a_failing_model_is_a_logged_500_for_its_request_only(
 
         runtime.batcher._run = explode
         with caplog.at_level(logging.ERROR):
-            check(await c.post("/v1/models/text_only/predict", json={"text": "a"}), 500, "inference failed")
-        assert any("onnxruntime fell over" in r.getMessage() for r in caplog.records)
+            failed = await c.post("/v1/models/text_only/predict", json={"text": "a"})
+        check(failed, 500, "inference failed")
+        assert "fell over" not in failed.text  # the details are for the server log only
+        rid = failed.json()["request_id"]
+        assert failed.headers["x-request-id"] == rid
+        logged = [r.getMessage() for r in caplog.records]
+        assert any("onnxruntime fell over" in m and rid in m for m in logged)
         assert (await c.post(URL, json={"text": "a"})).status_code == 200  # other models unaffected
 
 
