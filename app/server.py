@@ -169,6 +169,10 @@ class GracefulServer(uvicorn.Server):
         the queue alive while the server stops polling it; it is drained, then closed.
         """
         assert self._loop is not None
+        for connection in self.server_state.connections:  # answers from now on end the connection
+            cycle = getattr(connection, "cycle", None)
+            if cycle is not None and not cycle.response_complete:
+                cycle.keep_alive = False
         listeners = []
         for server in self.servers:
             for sock in server.sockets:

@@ -17,22 +17,15 @@ import os
 import platform
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.server import ROOT, ServerProcess
+
 EXAMPLES = ROOT / "examples"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+SERVER_ENV = {"FUSION_INTRA_OP_THREADS": "1", "FUSION_INTER_OP_THREADS": "1"}
 
 
 def payload(text: str = "sept") -> bytes:
@@ -40,57 +33,6 @@ def payload(text: str = "sept") -> bytes:
     image = base64.b64encode((EXAMPLES / "seven.png").read_bytes()).decode()
     audio = base64.b64encode((EXAMPLES / "seven.wav").read_bytes()).decode()
     return json.dumps({"image": {"b64": image}, "audio": {"b64": audio}, "text": text}).encode()
-
-
-class Server:
-    """A uvicorn process pinned to one core; measures cold start to ready."""
-
-    def __init__(self, factory: str, port: int, core: int, models: Path) -> None:
-        env = dict(
-            os.environ,
-            FUSION_MODELS_DIR=str(models),
-            FUSION_LOG_LEVEL="warning",
-            FUSION_INTRA_OP_THREADS="1",
-            FUSION_INTER_OP_THREADS="1",
-        )
-        cmd = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            factory,
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ]
-        if shutil.which("taskset"):
-            cmd = ["taskset", "-c", str(core), *cmd]
-        self.url = f"http://127.0.0.1:{port}"
-        start = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/health/ready", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.perf_counter() - start > 60:
-                raise RuntimeError(f"server {factory} did not become ready")
-            time.sleep(0.02)
-        self.cold_start_s = time.perf_counter() - start
-
-    def rss_mb(self) -> float:
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 def wrk(url: str, body: Path, connections: int, seconds: int, core: int) -> dict[str, float]:
@@ -134,23 +76,17 @@ def main() -> None:
     body.write_bytes(payload())
     rows = {}
 
-    const = Server("bench.constant:create_app", free_port(), server_core, args.models_dir)
-    try:
+    with ServerProcess(args.models_dir, env=SERVER_ENV, module="bench.constant", core=server_core) as const:
         rows["constant c=64"] = wrk(
             f"{const.url}/bench/constant/{args.model}", body, 64, args.seconds, load_core
         )
-    finally:
-        const.stop()
 
-    real = Server("app.main:create_app", free_port(), server_core, args.models_dir)
-    try:
+    with ServerProcess(args.models_dir, env=SERVER_ENV, core=server_core) as real:
         rss, cold = real.rss_mb(), real.cold_start_s
         url = f"{real.url}/v1/models/{args.model}/predict"
         rows["predict c=1"] = wrk(url, body, 1, args.seconds, load_core)
         rows["predict c=64"] = wrk(url, body, 64, args.seconds, load_core)
         rss_after = real.rss_mb()
-    finally:
-        real.stop()
 
     ratio = rows["predict c=64"]["rps"] / rows["constant c=64"]["rps"]
     print(

@@ -1,6 +1,6 @@
 """The transport limit: the same server stack, answering a constant after reading the body.
 
-``create_app()`` builds the real fusionserve app (same middleware, same uvicorn) and adds one
+``create_app()`` builds the real fusionserve app (same middleware, same server) and adds one
 route that reads and discards the request body, then returns a fixed prediction-sized JSON.
 Throughput against it is the ceiling the real predict route is compared with.
 """
@@ -10,7 +10,9 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from app.config import load_settings
 from app.main import create_app as create_real_app
+from app.server import serve
 
 CONSTANT = (
     b'{"model":"late","version":1,"label":"7","label_index":7,'
@@ -29,3 +31,12 @@ def create_app() -> FastAPI:
         return Response(CONSTANT, media_type="application/json")
 
     return app
+
+
+def main() -> None:
+    """``python -m bench.constant``: serve it exactly as ``python -m app`` serves the real app."""
+    serve(create_app(), load_settings())
+
+
+if __name__ == "__main__":
+    main()

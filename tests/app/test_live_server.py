@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,20 +15,14 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.server import ROOT, ServerProcess
 from tests.app import fakes
 
-ROOT = Path(__file__).resolve().parents[2]
 REAL_MODELS = ["early", "intermediate", "late", "gated", "image_only", "audio_only", "text_only"]
 FUSIONS = ["early", "intermediate", "late", "gated"]
 SUBSETS = [c for n in (1, 2, 3) for c in itertools.combinations(["image", "audio", "text"], n)]
 PNG = fakes.png_bytes()
 WAV = fakes.wav_bytes()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module", params=["fake", "committed"])
@@ -43,32 +33,8 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         models = Path(os.environ.get("FUSION_LIVE_MODELS", ROOT / "models"))  # to try another repository
         if not all((models / name).is_dir() for name in REAL_MODELS):
             pytest.fail(f"the trained models are not all in {models}: run `make train`")
-    port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "FUSION_MODELS_DIR": str(models),
-        "FUSION_HOST": "127.0.0.1",
-        "FUSION_PORT": str(port),
-        "FUSION_LOG_LEVEL": "warning",
-    }
-    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, "the server exited"
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "not ready after 60 s"
-            time.sleep(0.05)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with ServerProcess(models) as live:
+        yield live.url
 
 
 def post(base: str, model: str, *, subset: tuple[str, ...], **options: str) -> dict[str, Any]:
@@ -77,10 +43,10 @@ def post(base: str, model: str, *, subset: tuple[str, ...], **options: str) -> d
         files["image"] = ("digit.png", PNG, "image/png")
     if "audio" in subset:
         files["audio"] = ("digit.wav", WAV, "audio/wav")
-    data = {"text": "sept"} if "text" in subset else {}
-    response = httpx.post(
-        f"{base}/v1/models/{model}/predict", files=files, data={**data, **options}, timeout=30
-    )
+    fields = {"text": "sept"} if "text" in subset else {}
+    # plain fields as parts too, so a text-only request is still multipart (not a url-encoded form)
+    parts = [*files.items(), *((k, (None, v)) for k, v in {**fields, **options}.items())]
+    response = httpx.post(f"{base}/v1/models/{model}/predict", files=parts, timeout=30)
     assert response.status_code == 200, response.text
     return response.json()
 

@@ -12,20 +12,18 @@ import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 import soundfile as sf
 from PIL import Image
 
+from bench.server import ServerProcess, free_port
 from fusion_client import AsyncClient, Client, InvalidInput, NotFound
 
 pytestmark = pytest.mark.slow
@@ -36,45 +34,12 @@ FUSIONS = {"early", "intermediate", "late", "gated"}
 CLI = str(Path(sys.executable).with_name("fusionserve"))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Start the real server on the committed models; yield its URL."""
-    port = free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FUSION_")}
-    env |= {"FUSION_MODELS_DIR": str(REPO / "models"), "FUSION_HOST": "127.0.0.1", "FUSION_PORT": str(port)}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while not _ready(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"server did not become ready (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health/ready", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
+    with ServerProcess(REPO / "models", env={"FUSION_LOG_LEVEL": "info"}, log=log) as live:
+        yield live.url
 
 
 @pytest.fixture(scope="module")
