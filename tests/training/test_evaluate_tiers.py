@@ -193,10 +193,16 @@ def test_missing_rows_are_left_out_of_subsets(repo: list[Path]) -> None:
     labels = np.arange(40) % 10
     mask = np.ones((40, 3), np.float32)
     mask[:10, 1] = 0  # no audio in the first 10 rows
-    out = evaluate_repository(repo[:1], {"benchmark": dataset(labels, mask=mask)}, n_boot=50)
+    tiers = {"benchmark": dataset(labels, mask=mask), "clean": dataset(labels, mask=mask)}
+    out = evaluate_repository(repo[:1], tiers, n_boot=50)
     subsets = out["models"]["late"]["tiers"]["benchmark"]["subsets"]
     assert subsets["audio"]["n"] == 30 and subsets["image"]["n"] == 40
     assert subsets["image+audio+text"]["n"] == 30
+    conflict = out["models"]["late"]["tiers"]["clean"]["conflict"]  # complete rows only
+    assert (
+        conflict["clean_disagree"]["n"] == 30
+        and conflict["swapped"]["audio"]["follow_agreeing"]["value"] == 1
+    )
 
 
 def test_a_user_data_set_has_only_the_benchmark_tier() -> None:
