@@ -9,9 +9,10 @@
 #   docker build --target gpu -t fusionserve:gpu .
 #   docker compose up                                  (see docker-compose.yml and docs/docker.md)
 #
-# tests/test_docker.py replays the `wheel` and `venv-cpu` RUN steps below outside Docker (paths
-# /src, /wheels, /opt/venv and /models mapped to a temporary folder) and runs this file's CMD with
-# its ENV until its HEALTHCHECK passes, so keep those steps plain POSIX shell on those paths.
+# tests/docker/test_podman.py builds the `cpu` target with Podman and runs it (docker/podman-setup.sh,
+# docs/docker.md). Where no engine runs, tests/docker/test_replay.py replays the `wheel` and
+# `venv-cpu` RUN steps outside Docker (paths /src, /wheels, /opt/venv and /models mapped to a
+# temporary folder), so keep those steps plain POSIX shell on those paths.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 # onnxruntime-gpu 1.31 is built against CUDA 13 and cuDNN 9.
@@ -65,12 +66,13 @@ ENV PATH=/opt/venv/bin:$PATH \
     FUSION_PORT=8000 \
     FUSION_PROVIDERS=auto
 COPY --from=venv-gpu /opt/venv/ /opt/venv/
+COPY docker/healthcheck.py /usr/local/bin/fusionserve-healthcheck
 COPY --chown=10001:10001 models/ /models/
 USER 10001:10001
 WORKDIR /home/fusion
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:' + os.environ.get('FUSION_PORT', '8000') + '/health/ready', timeout=4)"]
+  CMD ["fusionserve-healthcheck"]
 CMD ["python", "-m", "app"]
 
 # ---------------------------------------------------------------------------------------------
@@ -118,11 +120,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     FUSION_PORT=8000 \
     FUSION_PROVIDERS=cpu
 COPY --from=venv-cpu /opt/venv/ /opt/venv/
+# GET /health/ready with the standard library (slim images have no curl). One word, no arguments:
+# Podman's Docker API splits a compose healthcheck's arguments at every space.
+COPY docker/healthcheck.py /usr/local/bin/fusionserve-healthcheck
 # The default models; mount a volume (or your own folder) on /models to replace them.
 COPY --chown=10001:10001 models/ /models/
 USER 10001:10001
 WORKDIR /home/fusion
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:' + os.environ.get('FUSION_PORT', '8000') + '/health/ready', timeout=4)"]
+  CMD ["fusionserve-healthcheck"]
 CMD ["python", "-m", "app"]

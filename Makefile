@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: serve test data train seeds report bench lint sysdeps clean
+.PHONY: serve test data train seeds report bench lint sysdeps clean podman
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ train: $(VENV)/.dev sysdeps
 ## seeds: after make train, retrain late and gated with seeds 1 and 2 (slow) and add mean +- sd to REPORT.md
 seeds: $(VENV)/.dev sysdeps
 	$(BIN)/python -m training seeds --models late,gated --seeds 1,2
+
+## podman: Podman, its settings and the stand-in base image the container tests build on (as root;
+## docs/docker.md). CI runs it before `make test`, where tests/docker/test_podman.py builds the image.
+podman:
+	bash docker/podman-setup.sh
 
 ## bench: measure the server (see docs/benchmarks.md)
 bench: $(VENV)/.dev
