@@ -97,7 +97,7 @@ def choose(evals: list[Evaluation]) -> list[str]:
         lines.append(
             f"- **Explanations for free:** `{g.name}` exports its gate weights, so a per-modality "
             f"contribution costs no extra inference ({_pct(best.accuracy - g.accuracy)} points below "
-            f"the best on clean data); other models need one extra run per present modality."
+            f"the best on the benchmark); other models need one extra run per present modality."
         )
     lines.append(
         f"- **Default recommendation:** `{best.name}` unless latency or explanations dominate; "

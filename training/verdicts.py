@@ -141,12 +141,9 @@ def choose(ev: Ev) -> list[str]:
         best = max(acc, key=lambda n: acc[n])
         lo = fusions[best]["tiers"][tier]["accuracy"]["ci"][0]
         tied = [n for n in acc if n != best and fusions[n]["tiers"][tier]["accuracy"]["ci"][1] >= lo]
-        tie = (
-            f"; statistically tied (overlapping intervals) with {', '.join(f'`{n}`' for n in tied)}"
-            if tied
-            else ""
-        )
+        tie = f"; its 95% interval overlaps that of {', '.join(f'`{n}`' for n in tied)}" if tied else ""
         lines.append(f"- **Best on {what}:** `{best}` ({_pct(acc[best])}%){tie}.")
+    lines += _real_inputs(ev)
     conflicts = {n: c for n, m in fusions.items() if (c := _conflict(m))}
     if conflicts:
         steady = max(conflicts, key=lambda n: conflicts[n]["follow_agreeing"]["value"])
@@ -173,6 +170,29 @@ def choose(ev: Ev) -> list[str]:
             "- **With modalities missing:** no fusion is significantly worse than the matching baseline."
         )
     lines.append(f"- **Default recommendation:** {_recommend(fusions, conflicts, eces, losers)}")
+    return lines
+
+
+def _real_inputs(ev: Ev) -> list[str]:
+    """The unseen-voice and people's-image facts: what a new user's own inputs will meet."""
+    lines = []
+    audio = {
+        n: v for n, m in ev["models"].items() if (v := _value(m, "unseen_speakers", "audio_only")) is not None
+    }
+    if audio:
+        best = max(audio, key=lambda n: audio[n])
+        lines.append(
+            f"- **A voice it never heard (audio alone):** `{best}` ({_pct(audio[best])}%); "
+            f"the worst audio path is `{min(audio, key=lambda n: audio[n])}` ({_pct(min(audio.values()))}%)."
+        )
+    people = {
+        n: v for n, m in ev["models"].items() if (v := _value(m, "people_images", "image_only")) is not None
+    }
+    if people:
+        best = max(people, key=lambda n: people[n])
+        lines.append(
+            f"- **Digits drawn as people draw them (image alone):** `{best}` ({_pct(people[best])}%)."
+        )
     return lines
 
 

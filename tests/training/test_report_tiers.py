@@ -84,6 +84,8 @@ def test_advice_names_the_steady_and_the_swayed_fusion(ev: dict[str, Any]) -> No
     advice = "\n".join(verdicts.choose(ev))
     assert "`late` follows the agreeing two most often (100.0%)" in advice
     assert "`gated` is swayed by the odd one out most often (33.3%)" in advice
+    assert "**A voice it never heard (audio alone):** `late` (90.0%)" in advice
+    assert "**Digits drawn as people draw them (image alone):** `late` (80.0%)" in advice
     assert "**Default recommendation:** `late`" in advice and "over- or under-confident" in advice
 
 
