@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.contract import MAX_AUDIO_SECONDS, MAX_IMAGE_PIXELS, MAX_TEXT_CHARS
 from app.errors import ConfigError
 
 ENV_PREFIX = "FUSION_"
@@ -73,14 +74,18 @@ class Settings(BaseSettings):
         default=16 * 1024 * 1024, ge=1024, description="Largest request body in bytes; larger ones get 413."
     )
     max_image_pixels: int = Field(
-        default=4_000_000,
+        default=MAX_IMAGE_PIXELS,
         ge=1,
         description="Largest image (width x height) accepted, checked from the header.",
     )
     max_audio_seconds: float = Field(
-        default=30.0, gt=0, description="Longest audio clip in seconds accepted, checked from the header."
+        default=MAX_AUDIO_SECONDS,
+        gt=0,
+        description="Longest audio clip in seconds accepted, checked from the header.",
     )
-    max_text_chars: int = Field(default=10_000, ge=1, description="Longest text in characters accepted.")
+    max_text_chars: int = Field(
+        default=MAX_TEXT_CHARS, ge=1, description="Longest text in characters accepted."
+    )
     max_instances: int = Field(
         default=64,
         ge=1,

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from app.media import MODALITIES
+from app.media import DEFAULT_MAX_BYTES, DEFAULT_SAMPLE_RATE, DEFAULT_SAMPLES, DEFAULT_SIZE, MODALITIES
 
 SCHEMA_VERSION = 1
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_\-]*$"
@@ -44,12 +44,12 @@ class DecodeParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    image_size: int = 28
+    image_size: int = DEFAULT_SIZE
     image_normalize: bool = True
     """Re-make each image MNIST-style (polarity, crop to the ink, re-centre); see docs/api.md."""
-    sample_rate: int = 16_000
-    audio_samples: int = 16_000
-    text_bytes: int = 64
+    sample_rate: int = DEFAULT_SAMPLE_RATE
+    audio_samples: int = DEFAULT_SAMPLES
+    text_bytes: int = DEFAULT_MAX_BYTES
 
 
 class Explain(BaseModel):
