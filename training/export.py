@@ -17,6 +17,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from app.contract import INPUT_SPECS, next_version
 from app.manifest import DecodeParams, Explain, FusionKind, Manifest, TensorSpec, sha256_file
 from training.graph import FusionGraph, UnimodalGraph, wrap
 from training.train import SUBSETS
@@ -28,12 +29,6 @@ DESCRIPTIONS = {
     "late": "Decision-level fusion: one classifier per modality, masked weighted average of log-probs.",
     "gated": "Gated attention fusion: softmax gates over projected modality features (exported).",
     "unimodal": "Unimodal baseline on a single modality.",
-}
-INPUT_SPECS = {
-    "image": TensorSpec(name="image", dtype="uint8", shape=[-1, 28, 28]),
-    "audio": TensorSpec(name="audio", dtype="float32", shape=[-1, 16000]),
-    "text": TensorSpec(name="text", dtype="uint8", shape=[-1, 64]),
-    "mask": TensorSpec(name="mask", dtype="float32", shape=[-1, 3]),
 }
 
 
@@ -102,11 +97,6 @@ def check_parity(graph: FusionGraph | UnimodalGraph, path: Path) -> float:
     if not worst <= PARITY_TOL:
         raise ExportError(f"{path}: onnxruntime differs from torch by {worst:.2e} > {PARITY_TOL:g}")
     return worst
-
-
-def next_version(model_dir: Path) -> int:
-    versions = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
-    return max(versions, default=0) + 1
 
 
 def export_model(

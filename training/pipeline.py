@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from app.contract import latest_version_dir
 from app.manifest import Manifest
 from training.data import MultimodalDataset, load_dataset
 from training.evaluate import Evaluation, evaluate_model, from_manifest
@@ -56,9 +57,9 @@ def latest_models(out: Path) -> list[Path]:
     """``out/<name>/<highest version>`` for every model that has a manifest."""
     dirs = []
     for model_dir in sorted(p for p in out.iterdir() if p.is_dir()):
-        versions = [v for v in model_dir.iterdir() if v.name.isdigit() and (v / "manifest.json").exists()]
-        if versions:
-            dirs.append(max(versions, key=lambda v: int(v.name)))
+        latest = latest_version_dir(model_dir)  # the server's reading of a version folder
+        if latest is not None:
+            dirs.append(latest)
     return dirs
 
 

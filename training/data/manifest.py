@@ -25,6 +25,7 @@ import soundfile as sf
 from PIL import Image
 from tqdm import tqdm
 
+from app.contract import MAX_AUDIO_SECONDS, MAX_IMAGE_PIXELS
 from app.media import DEFAULT_SAMPLE_RATE, MODALITIES, MediaError, decode_audio, decode_image, encode_text
 from training.data.dataset import ARRAYS, SPLITS, MultimodalDataset, fingerprint, stratified_order
 
@@ -88,7 +89,9 @@ def _decode(row: dict[str, Any], modality: str, root: Path) -> np.ndarray:
             return encode_text(str(value))
         file = root / value
         data = file.read_bytes()
-        return decode_image(data) if modality == "image" else decode_audio(data)
+        if modality == "image":  # the server's limits (app.contract), so both accept the same files
+            return decode_image(data, max_pixels=MAX_IMAGE_PIXELS)
+        return decode_audio(data, max_seconds=MAX_AUDIO_SECONDS)
     except OSError as exc:
         raise DatasetError(
             f"{row['where']}: {modality} file {value!r} cannot be read ({exc.strerror})"
