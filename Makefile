@@ -58,12 +58,16 @@ lint: $(VENV)/.dev
 
 ## sysdeps: the system tools the data set and the tests need, each checked and installed on its own
 # (one apt-get call per missing tool, so a tool installed outside apt -- npm from nodesource, say --
-# never drags the others into a "held broken packages" failure). Add a tool as `command:package`.
-SYSDEPS := espeak-ng:espeak-ng npm:npm
+# never drags the others into a "held broken packages" failure). Add a tool as `command:package`;
+# a check starting with / is a file that must exist (festival voices have no command of their own).
+SYSDEPS := espeak-ng:espeak-ng npm:npm flite:flite festival:festival \
+  /usr/share/festival/voices/english/kal_diphone:festvox-kallpc16k \
+  /usr/share/festival/voices/english/ked_diphone:festvox-kdlpc16k \
+  /usr/share/festival/voices/us/cmu_us_slt_arctic_hts:festvox-us-slt-hts
 sysdeps:
 	@for pair in $(SYSDEPS); do \
 	  cmd=$${pair%%:*}; pkg=$${pair#*:}; \
-	  command -v $$cmd >/dev/null 2>&1 && continue; \
+	  case $$cmd in /*) test -e $$cmd && continue;; *) command -v $$cmd >/dev/null 2>&1 && continue;; esac; \
 	  if [ "$$(id -u)" != 0 ]; then echo "Need $$cmd: run 'sudo apt-get install $$pkg' (Debian/Ubuntu)"; exit 1; fi; \
 	  [ -n "$$APT_UPDATED" ] || { apt-get update -qq >/dev/null; APT_UPDATED=1; }; \
 	  echo "sysdeps: apt-get install $$pkg"; \

@@ -14,6 +14,7 @@ from training.data.dataset import SPLITS, MultimodalDataset
 from training.data.digits import default_cache_dir, load_digits
 from training.data.manifest import DatasetError, export, load_manifest
 from training.data.sources import MissingToolError
+from training.data.tiers import TIERS, load_tiers
 
 MANIFEST_NAMES = ("manifest.jsonl", "manifest.csv")
 
@@ -62,10 +63,12 @@ def load_dataset(
 
 __all__ = [
     "SPLITS",
+    "TIERS",
     "DatasetError",
     "MissingToolError",
     "MultimodalDataset",
     "default_cache_dir",
     "export",
     "load_dataset",
+    "load_tiers",
 ]

