@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: serve test data train seeds report bench lint sysdeps clean podman
+.PHONY: serve test data train seeds report bench stress lint sysdeps clean podman
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ podman:
 ## bench: measure the server (see docs/benchmarks.md)
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench
+
+## stress: the reliability suite: fuzzing, error isolation, reload/rollback, slow clients, SIGTERM
+## and memory under load, each printing its counts (docs/serving.md; about 15 min; CI runs a short one)
+stress: $(VENV)/.dev
+	$(BIN)/python -m bench.stress
 
 ## lint: ruff and mypy
 lint: $(VENV)/.dev

@@ -1,0 +1,1 @@
+"""Reliability suite: ``make stress`` / ``python -m bench.stress`` (see docs/serving.md)."""
