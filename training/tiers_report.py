@@ -157,7 +157,7 @@ def seeds_section(seeds: Mapping[str, Any] | None) -> list[str]:
         f"## Seeds (training seeds {', '.join(str(s) for s in seeds['seeds'])}, same data)",
         "",
         f"Command: `{seeds.get('command', 'python -m training seeds')}`. Mean ± standard deviation; "
-        "each seed's value in brackets.",
+        "then each seed's own value.",
         "",
         "| model | metric | mean ± sd % | per seed % |",
         "|---|---|---:|---|",
