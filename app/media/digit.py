@@ -24,10 +24,16 @@ MIN_CONTRAST = 40.0
 """Ink must stand this many grey levels (of 255) above the background, or there is no clear ink."""
 INK_THRESHOLD = 0.2
 """A pixel is ink above this fraction of the contrast (MNIST's 20x20 box is exact at this level)."""
+CORE_THRESHOLD = 0.5
+"""The digit's core: faint noise never reaches it, so it decides whether a digit is already placed."""
 MAX_INK_FRACTION = 0.5
 """More ink than this share of the picture is noise or a filled page, not a digit."""
 MIN_COMPONENT = 0.1
 """Ink blobs smaller than this fraction of the largest one are specks and are ignored."""
+FLAT_BACKGROUND = 8.0
+"""A background at most this grey (after polarity) is MNIST's black: no levelling needed."""
+LIGHT_BORDER = 0.7
+"""Share of the border that must be on the light side of the picture's range to call it paper."""
 MAX_BORDER_INK = 0.08
 """More ink than this share of the border ring means a noisy background: no clear ink region."""
 
@@ -52,18 +58,40 @@ def normalize_digit(gray: np.ndarray, size: int = 28) -> np.ndarray:
 def normalize_image(img: Image.Image, size: int) -> np.ndarray:
     """:func:`normalize_digit` on a Pillow ``L`` image (the decoder's path: no extra copy)."""
     small = _analysis_copy(img, size)
-    border = _border(np.asarray(small, dtype=np.float32))
-    invert = float(np.median(border)) > 127.5
+    invert = _light_paper(np.asarray(small, dtype=np.float32))
     if invert:
         img, small = ImageOps.invert(img), ImageOps.invert(small)
     background = float(np.median(_border(np.asarray(small, dtype=np.float32))))
-    box = _ink_box(np.asarray(small, dtype=np.float32) - background)
+    ink = np.asarray(small, dtype=np.float32) - background
+    box = _ink_box(ink)
     if box is None:
         return fit_square(img, size)
+    if img.size == (size, size) and background <= FLAT_BACKGROUND and _is_mnist_layout(ink, box, size):
+        return np.asarray(img, dtype=np.uint8).copy()  # already as MNIST makes it: a fixed point
     box = _to_full(box, small.size, img.size)
     if max(img.size[0] / small.size[0], img.size[1] / small.size[1]) > 1.5:
         box = _refine(img, box, background, size)  # a tight box from a second look at the crop only
     return _place(img.crop(box), background, size)
+
+
+def _is_mnist_layout(ink: np.ndarray, box: tuple[int, int, int, int], size: int) -> bool:
+    """True when the digit's core box is MNIST's and its mass is at the centre, each within a pixel.
+
+    Such an image is left exactly as it is, so normalising is idempotent and data already laid
+    out like MNIST (noisy training images included) survives a round trip through image files.
+    Either the ink ``box`` or the core's box (CORE_THRESHOLD) may match: faint noise next to a
+    stroke widens the first, faint stroke tips shorten the second.
+    """
+    contrast = float(ink.max(initial=0.0))
+    core = _box_without_specks(ink > CORE_THRESHOLD * contrast)
+    side = round(DIGIT_BOX * size)
+    if all(abs(max(r - left, b - top) - side) > 1 for left, top, r, b in (box, core)):
+        return False
+    mass_map = np.clip(ink, 0.0, None).astype(np.float64)  # noise is spread evenly: it pulls to the centre
+    mass = float(mass_map.sum())
+    ys, xs = np.indices(mass_map.shape)
+    cy, cx = float((mass_map * ys).sum()) / mass, float((mass_map * xs).sum()) / mass
+    return abs(size / 2 - cy) <= 1.0 and abs(size / 2 - cx) <= 1.0  # MNIST's own spread, noise's pull
 
 
 def fit_square(img: Image.Image, size: int) -> np.ndarray:
@@ -71,6 +99,20 @@ def fit_square(img: Image.Image, size: int) -> np.ndarray:
     if img.size != (size, size):
         img = ImageOps.pad(img, (size, size), method=Image.Resampling.LANCZOS, color=0)
     return np.asarray(img, dtype=np.uint8).copy()
+
+
+def _light_paper(a: np.ndarray) -> bool:
+    """True when the picture is dark ink on light paper: its border is consistently the light side.
+
+    "Light" is relative to the picture's own range (a dim photo's grey paper counts), and the
+    border must agree (LIGHT_BORDER of it), so a noisy border, light and dark in turns, never
+    flips a picture. A picture without contrast is paper when it is lighter than mid-grey.
+    """
+    border = _border(a)
+    lo, hi = float(a.min()), float(a.max())
+    if hi - lo < MIN_CONTRAST:
+        return float(np.median(border)) > 127.5
+    return float((border > (lo + hi) / 2).mean()) >= LIGHT_BORDER
 
 
 def _analysis_copy(img: Image.Image, size: int) -> Image.Image:
