@@ -98,6 +98,20 @@ ModelsOption = Annotated[
     ),
 ]
 OutOption = Annotated[Path, typer.Option(help="Model repository to export into.")]
+RUNS_DIR = Path("runs")
+
+
+def fresh_run_dir(root: Path = RUNS_DIR) -> Path:
+    """``runs/<UTC time>``: where ``train`` writes unless told ``--out`` (``make train`` says
+    ``--out models/``), so a trial run never overwrites the committed default models."""
+    import datetime as dt
+
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path, n = root / stamp, 1
+    while path.exists():  # two runs in the same second
+        n += 1
+        path = root / f"{stamp}-{n}"
+    return path
 
 
 @app.command()
@@ -106,7 +120,10 @@ def train(
     source: SourceOption = "default",
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs per model.")] = 12,
     seed: SeedOption = 0,
-    out: OutOption = Path("models"),
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Model repository to export into.", show_default="a fresh runs/<UTC time>/"),
+    ] = None,
     version: Annotated[
         int | None,
         typer.Option(min=1, help="Version to write (replaced if present); default: the next free one."),
@@ -127,6 +144,7 @@ def train(
         names = resolve_models(fusion)
     except ValueError as exc:
         raise fail(str(exc)) from exc
+    out = out if out is not None else fresh_run_dir()
     start = time.perf_counter()
     try:
         dirs = run(

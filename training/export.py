@@ -7,12 +7,15 @@ the torch logits (max abs diff <= 1e-4) at batch 1 and 17 with mixed masks, or e
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 from torch import nn
@@ -26,7 +29,7 @@ PARITY_TOL = 1e-4
 DESCRIPTIONS = {
     "early": "Data-level fusion: pixels, log-mel frames and byte embeddings in one vector, one MLP.",
     "intermediate": "Feature-level fusion: one CNN encoder per modality, masked features concatenated.",
-    "late": "Decision-level fusion: one classifier per modality, masked weighted average of log-probs.",
+    "late": "Decision-level fusion: a calibrated classifier per modality, floored pool of their answers.",
     "gated": "Gated attention fusion: softmax gates over projected modality features (exported).",
     "unimodal": "Unimodal baseline on a single modality.",
 }
@@ -63,20 +66,64 @@ def export_onnx(graph: FusionGraph | UnimodalGraph, path: Path) -> None:
     args = tuple(torch.from_numpy(v) for v in example_inputs(graph, 2).values())
     batch = torch.export.Dim("batch", min=1, max=4096)
     dynamic = tuple({0: batch} for _ in names)
-    program = torch.onnx.export(
-        graph,
-        args,
-        dynamo=True,
-        external_data=False,
-        input_names=names,
-        output_names=["logits", *graph.extra_outputs],
-        dynamic_shapes=dynamic,
-        optimize=True,
-        verbose=False,
-    )
+    # torch warns on every export that torchvision ops are not registered and that a pytree
+    # API is deprecated: noise that buries the training progress, and nothing to act on.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        program = torch.onnx.export(
+            graph,
+            args,
+            dynamo=True,
+            external_data=False,
+            input_names=names,
+            output_names=["logits", *graph.extra_outputs],
+            dynamic_shapes=dynamic,
+            optimize=True,
+            verbose=False,
+        )
     if program is None:
         raise ExportError("torch.onnx.export returned no program")
     program.save(str(path), external_data=False)
+    model = onnx.load(str(path))
+    strip_provenance(model)
+    onnx.save(model, str(path))
+
+
+def strip_provenance(model: onnx.ModelProto) -> None:
+    """Drop every doc string and metadata entry, in place, recursively.
+
+    torch writes each node's stack trace (``File "/abs/path/...", line N``), its fx node and
+    module path into ``metadata_props``, and the exported program's signature into the graph's:
+    the bytes of a model then depend on the folder it was trained in. None of it is needed to
+    run the graph, so a model exported from any checkout is byte-identical.
+    """
+
+    def graph(g: onnx.GraphProto) -> None:
+        g.doc_string = ""
+        del g.metadata_props[:]
+        for v in [*g.input, *g.output, *g.value_info, *g.initializer]:
+            v.doc_string = ""
+            del v.metadata_props[:]
+        for node in g.node:
+            node.doc_string = ""
+            del node.metadata_props[:]
+            for attr in node.attribute:
+                attr.doc_string = ""
+                if attr.HasField("g"):
+                    graph(attr.g)
+                for sub in attr.graphs:
+                    graph(sub)
+
+    model.doc_string = ""
+    del model.metadata_props[:]
+    graph(model.graph)
+    for fn in model.functions:
+        fn.doc_string = ""
+        del fn.metadata_props[:]
+        for node in fn.node:
+            node.doc_string = ""
+            del node.metadata_props[:]
 
 
 def check_parity(graph: FusionGraph | UnimodalGraph, path: Path) -> float:
@@ -119,6 +166,7 @@ def export_model(
     kind = str(core.kind)
     version = version or next_version(out / name)
     target = out / name / str(version)
+    out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out) as tmp:
         onnx_path = Path(tmp) / "model.onnx"
         export_onnx(graph, onnx_path)

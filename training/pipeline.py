@@ -17,6 +17,7 @@ import torch
 
 from app.contract import latest_version_dir
 from app.manifest import Manifest
+from training.calibration import calibrate, ece
 from training.data import MultimodalDataset, load_dataset
 from training.evaluate import Evaluation, evaluate_model, from_manifest
 from training.export import export_model
@@ -24,7 +25,7 @@ from training.fusion import FUSIONS, UNIMODAL, Features
 from training.graph import featurize
 from training.report import write_report
 from training.tiers_eval import evaluate_tiers
-from training.train import EPOCH_MULTIPLIER, TrainConfig, train_model
+from training.train import EPOCH_MULTIPLIER, TrainConfig, cycled_masks, predict_logits, train_model
 
 log = logging.getLogger(__name__)
 ALL_MODELS = (*FUSIONS, *UNIMODAL)
@@ -51,6 +52,14 @@ def _tensors(ds: MultimodalDataset) -> tuple[Features, torch.Tensor, torch.Tenso
         torch.from_numpy(np.asarray(ds.mask, np.float32)),
         torch.from_numpy(ds.label.astype(np.int64)),
     )
+
+
+def _test_ece(model: torch.nn.Module, name: str, test: tuple[Features, torch.Tensor, torch.Tensor]) -> float:
+    """ECE of the calibrated model on the test split (subset-cycled masks for fusions): the
+    honest number, since the temperatures were fitted on val."""
+    feats, mask, labels = test
+    masks = mask if name in UNIMODAL else cycled_masks(mask)
+    return round(ece(predict_logits(model, feats, masks), labels), 4)
 
 
 def latest_models(out: Path) -> list[Path]:
@@ -107,7 +116,7 @@ def run(
     train, val, test = (ds.split_view(s) for s in ("train", "val", "test"))
     if min(len(train), len(val), len(test)) == 0:
         raise ValueError(f"data set {source!r} needs rows in train, val and test splits")
-    train_t, val_t = _tensors(train), _tensors(val)
+    train_t, val_t, test_t = _tensors(train), _tensors(val), _tensors(test)
     out.mkdir(parents=True, exist_ok=True)
     dirs = []
     for name in models:
@@ -115,7 +124,9 @@ def run(
             model=name, epochs=epochs * EPOCH_MULTIPLIER.get(name, 1), seed=seed, threads=threads
         )
         model, info = train_model(cfg, len(ds.labels), train_t, val_t, progress=progress)
-        training = {**cfg.to_dict(), **info, "data": source, "limit": limit}
+        calibration = calibrate(model, name, val_t)
+        test_ece = _test_ece(model, name, test_t)
+        training = {**cfg.to_dict(), **info, "data": source, "limit": limit, "calibration": calibration}
         path = export_model(
             model,
             name=name,
@@ -124,6 +135,13 @@ def run(
             labels=ds.labels,
             training=training,
             data_fingerprint=ds.fingerprint,
+            metrics={
+                "calibration": {
+                    "val_ece_before": calibration["val_ece_before"],
+                    "val_ece_after": calibration["val_ece_after"],
+                    "test_ece": test_ece,
+                }
+            },
         )
         params = sum(p.numel() for p in model.parameters())
         evaluation = evaluate_model(
@@ -134,7 +152,11 @@ def run(
         manifest.write(path / "manifest.json")
         log.info("%s: test accuracy %.3f -> %s", name, evaluation.accuracy, path)
         if progress:
-            print(f"{name:>13}: test accuracy {100 * evaluation.accuracy:5.1f}%  -> {path}")
+            print(
+                f"{name:>13}: test accuracy {100 * evaluation.accuracy:5.1f}%, ECE val "
+                f"{100 * calibration['val_ece_before']:.1f}% -> {100 * calibration['val_ece_after']:.1f}%, "
+                f"test {100 * test_ece:.1f}%  -> {path}"
+            )
         dirs.append(path)
     info_all = {
         "models": models,

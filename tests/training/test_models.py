@@ -13,7 +13,7 @@ import torch
 from app.manifest import Manifest, sha256_file
 from training.export import ExportError, check_parity, export_model
 from training.frontends import FRAMES, HOP, N_FFT, N_MELS, LogMel
-from training.fusion import Unimodal, build_model
+from training.fusion import LATE_EPSILON, Unimodal, build_model
 from training.graph import featurize, wrap
 from training.train import SUBSETS, TrainConfig, drop_modalities, train_model
 
@@ -33,7 +33,7 @@ def _synthetic(n: int, seed: int = 0) -> tuple[dict[str, torch.Tensor], torch.Te
     return featurize(image, audio, text), torch.ones(n, 3), torch.from_numpy(labels)
 
 
-def test_late_fusion_with_one_modality_equals_that_branch() -> None:
+def test_late_fusion_with_one_modality_is_that_branch_floored() -> None:
     torch.manual_seed(0)
     model = build_model("late", 10).eval()
     feats, _, _ = _synthetic(8)
@@ -41,8 +41,24 @@ def test_late_fusion_with_one_modality_equals_that_branch() -> None:
         for i in range(3):
             mask = torch.zeros(8, 3)
             mask[:, i] = 1.0
-            out = model(feats, mask)
-            torch.testing.assert_close(out["logits"], out["per_modality"][:, i], atol=1e-6, rtol=0)
+            out = model(feats, mask, branches=True)
+            branch = torch.softmax(out["per_modality"][:, i], dim=1)
+            expected = torch.log((1 - LATE_EPSILON) * branch + LATE_EPSILON / 10)
+            torch.testing.assert_close(out["logits"], expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["early", "intermediate"])
+def test_per_modality_paths_are_the_one_modality_answers(name: str) -> None:
+    """The auxiliary losses train exactly what a one-modality request is answered with."""
+    torch.manual_seed(0)
+    model = build_model(name, 10).eval()
+    feats, _, _ = _synthetic(5)
+    with torch.no_grad():
+        per = model(feats, torch.ones(5, 3), branches=True)["per_modality"]
+        for i in range(3):
+            mask = torch.zeros(5, 3)
+            mask[:, i] = 1.0
+            torch.testing.assert_close(per[:, i], model(feats, mask)["logits"], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["early", "intermediate", "late", "gated"])

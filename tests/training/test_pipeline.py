@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from app.manifest import Manifest
-from training.cli import app
+from training.cli import app, fresh_run_dir
 from training.data import load_dataset
 from training.pipeline import latest_models, resolve_models, run
 
@@ -39,6 +39,12 @@ def test_run_exports_evaluated_models_and_a_report(trained: Path) -> None:
         assert len(m["subset_accuracy"]) == expected_subsets
         for curve in m["robustness"].values():
             assert len(curve) == 6
+        calibration = manifest.training["calibration"]
+        assert set(m["calibration"]) == {"val_ece_before", "val_ece_after", "test_ece"}
+        assert m["calibration"]["val_ece_after"] == calibration["val_ece_after"]
+        expected_temps = 1 if manifest.fusion == "unimodal" else 7
+        temps = calibration["temperature"]
+        assert (len(temps) if isinstance(temps, dict) else 1) == expected_temps
     report = (trained / "REPORT.md").read_text()
     for name in ("`late`", "`gated`", "`text_only`", "## Targets", "## Which fusion to choose"):
         assert name in report
@@ -110,3 +116,15 @@ def test_train_on_a_user_manifest(tmp_path: Path) -> None:
     assert card.labels == [str(i) for i in range(10)]
     assert card.training["data"] == str(manifest)
     assert 0.0 <= card.metrics["test_accuracy"] <= 1.0
+
+
+def test_cli_train_defaults_to_a_fresh_run_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --out, training never writes into the committed models/ but into runs/<UTC time>/."""
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--fusion", "text_only", "--limit", str(LIMIT), "--epochs", "1", "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1 and (runs[0] / "text_only" / "1" / "model.onnx").exists()
+    assert not (tmp_path / "models").exists()
+    assert fresh_run_dir(tmp_path / "runs") != runs[0]  # a second run gets its own folder
