@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from training.cli import CacheDirOption, LimitOption, OutOption, SourceOption, app, fail
+from training.cli import CacheDirOption, LimitOption, SourceOption, app, fail
 
 
 def summarise(
@@ -112,7 +112,9 @@ def seeds(
     seed_list: Annotated[str, typer.Option("--seeds", help="Extra training seeds, comma-separated.")] = "1,2",
     source: SourceOption = "default",
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs per model (as make train).")] = 12,
-    out: OutOption = Path("models"),
+    out: Annotated[
+        Path, typer.Option(help="Model repository whose report.json and REPORT.md get the seeds.")
+    ] = Path("models"),
     limit: LimitOption = None,
     cache_dir: CacheDirOption = None,
     threads: Annotated[int, typer.Option(min=1, help="torch intra-op threads.")] = 1,
