@@ -55,7 +55,7 @@ def _instance(obj: _Object, prefix: str) -> dict[str, Any]:
         if key in _MEDIA_KEYS:
             out[key] = _media(raw, f"{prefix}{key}")
         elif key == "text":
-            out[key] = msgspec.json.decode(raw)  # a string costs about its size
+            out[key] = _string(raw)
         elif key == "instances" and not prefix:
             out[key] = _instances(raw)
         else:
@@ -87,10 +87,16 @@ def _media(raw: msgspec.Raw, field: str) -> Any:
         if key == "array" and bytes(memoryview(value)[:1]) == b"[":
             out[key] = parse_array(value, f"{field}.array")
         elif key == "b64":
-            out[key] = msgspec.json.decode(value)
+            out[key] = _string(value)
         else:
             out[key] = _small(value)
     return out
+
+
+def _string(raw: msgspec.Raw) -> Any:
+    """A string value as it is (it costs about its size); anything else as :func:`_small`."""
+    view = memoryview(raw)
+    return msgspec.json.decode(view) if bytes(view[:1]) == b'"' else _small(raw)
 
 
 def _small(raw: msgspec.Raw) -> Any:
