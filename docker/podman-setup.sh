@@ -15,6 +15,7 @@
 #
 # Safe to run again: every step checks first. BASE_IMAGE and SUITE can be overridden.
 set -euo pipefail
+cd "$(dirname "$0")/.."  # the repository root: pip's settings are read with .venv's pip when it exists
 
 BASE_IMAGE=${BASE_IMAGE:-localhost/pybase:3.11}
 SUITE=${SUITE:-bookworm}
@@ -109,7 +110,7 @@ cp -r /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/
   for key in index-url extra-index-url trusted-host timeout default-timeout; do
     value=$(setting "$key")
     value=$(tr ' ' '\n' <<<"$value" | grep -v -E '^(file:|/|$)' | paste -sd' ' || true)
-    [ -n "$value" ] && echo "$key = $value"
+    if [ -n "$value" ]; then echo "$key = $value"; fi
   done
 } > "$root/etc/pip.conf"
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
