@@ -34,8 +34,9 @@ FLAT_BACKGROUND = 8.0
 """A background at most this grey (after polarity) is MNIST's black: no levelling needed."""
 LIGHT_BORDER = 0.7
 """Share of the border that must be on the light side of the picture's range to call it paper."""
-MAX_BORDER_INK = 0.08
-"""More ink than this share of the border ring means a noisy background: no clear ink region."""
+MAX_BORDER_INK = 0.05
+"""Ink on more than this share of 3 or 4 of the border's sides means a noisy background, not a
+digit (a digit pushed into a corner touches two sides): no clear ink region."""
 
 
 def normalize_digit(gray: np.ndarray, size: int = 28) -> np.ndarray:
@@ -132,13 +133,20 @@ def _border(a: np.ndarray) -> np.ndarray:
     return np.concatenate([a[:t].ravel(), a[-t:].ravel(), a[t:-t, :t].ravel(), a[t:-t, -t:].ravel()])
 
 
+def _noisy_border(mask: np.ndarray) -> bool:
+    """True when 3 or 4 sides of ``mask``'s border carry ink (noise is everywhere, a digit is not)."""
+    t = max(1, min(mask.shape) // 56)
+    sides = (mask[:t], mask[-t:], mask[:, :t], mask[:, -t:])
+    return sum(float(side.mean()) > MAX_BORDER_INK for side in sides) >= 3
+
+
 def _ink_box(ink: np.ndarray) -> tuple[int, int, int, int] | None:
     """``(left, top, right, bottom)`` (exclusive) of the ink in ``ink`` (background-subtracted), or None."""
     contrast = float(ink.max(initial=0.0))
     if contrast < MIN_CONTRAST:
         return None
     mask = ink > INK_THRESHOLD * contrast
-    if mask.mean() > MAX_INK_FRACTION or _border(mask).mean() > MAX_BORDER_INK:
+    if mask.mean() > MAX_INK_FRACTION or _noisy_border(mask):
         return None
     return _box_without_specks(mask)
 

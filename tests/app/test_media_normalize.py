@@ -73,6 +73,24 @@ def test_mnist_made_digits_are_left_nearly_unchanged(shape: str) -> None:
 
 
 @pytest.mark.parametrize("shape", sorted(STROKES))
+def test_mnist_laid_out_digits_are_fixed_points_inverted_or_lightly_noisy(shape: str) -> None:
+    digit = reference(shape)
+    np.testing.assert_array_equal(normalize_digit(255 - digit), digit)
+    rng = np.random.default_rng(0)
+    noisy = np.clip(digit + rng.normal(0.0, 20.0, digit.shape), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(normalize_digit(noisy), noisy)  # not cropped, not levelled
+
+
+@pytest.mark.parametrize("shape", sorted(STROKES))
+def test_an_off_centre_digit_in_28x28_is_moved_back_exactly(shape: str) -> None:
+    digit = reference(shape)
+    rows, cols = np.nonzero(digit)
+    for dy, dx in ((-rows.min(), -cols.min()), (27 - rows.max(), 27 - cols.max())):  # into corners
+        moved = np.roll(digit, (dy, dx), axis=(0, 1))  # no wrap: the shift stays inside the frame
+        np.testing.assert_array_equal(normalize_digit(moved), digit)
+
+
+@pytest.mark.parametrize("shape", sorted(STROKES))
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
 def test_black_on_white_canvas_drawing_matches_the_mnist_digit(shape: str, fmt: str) -> None:
     canvas = drawing(shape, 600, (330, 40, 530, 240), ink=20, paper=245)  # off-centre, top right
