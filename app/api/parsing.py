@@ -13,6 +13,7 @@ without the browser asking first. A multipart ``text`` must be UTF-8, like JSON 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +30,7 @@ from app.schemas import Instance, Options, PredictRequest
 from app.service import INLINE_DECODE_BYTES, PredictOptions
 
 FORM_FIELDS = ("image", "audio", "text", "top_k", "explain", "version")
+_LARGE_PARSE = threading.Lock()
 MAX_ERRORS = 3
 
 
@@ -74,7 +76,8 @@ async def parse_predict(request: Request) -> tuple[list[Sample], PredictOptions,
 def _parse_json(body: bytes, *, large: bool = False) -> tuple[list[Sample], PredictOptions, bool]:
     try:
         if large:
-            req = PredictRequest.model_validate(load_body(body))
+            with _LARGE_PARSE:  # one at a time: threads fighting for the GIL starve the event loop
+                req = PredictRequest.model_validate(load_body(body))
         else:
             req = PredictRequest.model_validate_json(body)
     except ValidationError as exc:
