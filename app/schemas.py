@@ -98,9 +98,13 @@ class PredictRequest(Instance):
 
 
 class ErrorBody(BaseModel):
-    """Every error: what is wrong, naming the field where there is one."""
+    """Every error: what is wrong, naming the field where there is one, and the request's id.
+
+    The id is also the ``X-Request-ID`` header; the server log has the details under it.
+    """
 
     error: str
+    request_id: str | None = None
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
