@@ -32,6 +32,12 @@ def confidence_and_correct(logits: np.ndarray, labels: np.ndarray) -> tuple[np.n
     return probs.max(axis=1), (probs.argmax(axis=1) == labels)
 
 
+def _bin_ids(confidence: np.ndarray, bins: int) -> np.ndarray:
+    """Equal-width bin of each confidence, exactly as ``calibration_curve(strategy="uniform")``."""
+    ids: np.ndarray = np.searchsorted(np.linspace(0.0, 1.0, bins + 1)[1:-1], confidence)
+    return ids
+
+
 def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> float:
     """Expected calibration error with equal-width bins (Guo et al. 2017).
 
@@ -40,19 +46,23 @@ def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> fl
     """
     if len(confidence) == 0:
         return float("nan")
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.searchsorted(edges[1:-1], confidence, side="right"), 0, bins - 1)
+    which = _bin_ids(confidence, bins)
     conf_sum = np.bincount(which, weights=confidence, minlength=bins)
     acc_sum = np.bincount(which, weights=correct.astype(np.float64), minlength=bins)
     return round(float(np.abs(acc_sum - conf_sum).sum() / len(confidence)), 4)
 
 
 def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> dict[str, list[float]]:
-    """Reliability-diagram points (mean confidence, accuracy) of the non-empty bins."""
+    """Reliability-diagram points (mean confidence, accuracy, samples) of the non-empty bins."""
     if len(confidence) == 0:
-        return {"confidence": [], "accuracy": []}
+        return {"confidence": [], "accuracy": [], "count": []}
     acc, conf = calibration_curve(correct.astype(int), confidence, n_bins=bins, strategy="uniform")
-    return {"confidence": [round(float(c), 4) for c in conf], "accuracy": [round(float(a), 4) for a in acc]}
+    counts = np.bincount(_bin_ids(confidence, bins), minlength=bins)
+    return {
+        "confidence": [round(float(c), 4) for c in conf],
+        "accuracy": [round(float(a), 4) for a in acc],
+        "count": [int(c) for c in counts[counts > 0]],
+    }
 
 
 def calibration(logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:

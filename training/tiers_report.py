@@ -25,6 +25,8 @@ BRANCHED = ("late", "gated")
 """Fusions whose branches (the model with a one-hot mask) are drawn and tabled on their own."""
 CONFLICT_TARGET = 0.95
 ECE_TARGET = 0.03
+MIN_BIN = 10
+"""Reliability bins with fewer samples are left out of the plot (never out of the ECE)."""
 
 
 def ci(stat: Mapping[str, Any] | None) -> str:
@@ -169,6 +171,13 @@ def seeds_section(seeds: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
+def _solid_bins(rel: Mapping[str, list[float]]) -> tuple[list[float], list[float]]:
+    """The bins with enough samples to plot: a 3-sample bin at 0% is noise, not miscalibration."""
+    counts = rel.get("count", [MIN_BIN] * len(rel["confidence"]))  # older report.json: no counts
+    keep = [i for i, n in enumerate(counts) if n >= MIN_BIN]
+    return [rel["confidence"][i] for i in keep], [rel["accuracy"][i] for i in keep]
+
+
 def plot_reliability(ev: Ev, out: Path) -> str | None:
     """One reliability panel per model (benchmark tier); late/gated also draw their branches."""
     models = [(n, m) for n, m in ev["models"].items() if _tier(m, "benchmark").get("calibration")]
@@ -177,26 +186,17 @@ def plot_reliability(ev: Ev, out: Path) -> str | None:
     cols = min(4, len(models))
     rows = (len(models) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 3.3 * rows), squeeze=False)
-    colors = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(MODALITIES)}
+    colors: dict[str, Any] = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(MODALITIES)}
     for ax, (name, m) in zip(axes.flat, models, strict=False):
         cal = m["tiers"]["benchmark"]["calibration"]
         ax.plot([0, 1], [0, 1], ":", color="grey", lw=1)
-        rel = cal["reliability"]
-        ax.plot(
-            rel["confidence"],
-            rel["accuracy"],
-            "-o",
-            ms=3,
-            color="black",
-            label=f"fused ECE {100 * cal['ece']:.1f}%",
-        )
+        curves: list[tuple[str, Any, str, Any]] = [("fused", cal, "-o", "black")]
         if m["fusion"] in BRANCHED:
-            for branch, b in _tier(m, "benchmark").get("branches", {}).items():
-                r = b["reliability"]
-                ax.plot(
-                    r["confidence"], r["accuracy"], "--", marker=".", ms=3, color=colors.get(branch, "grey"),
-                    label=f"{branch} ECE {100 * b['ece']:.1f}%",
-                )  # fmt: skip
+            branches = _tier(m, "benchmark").get("branches", {})
+            curves += [(b, c, "--.", colors.get(b, "grey")) for b, c in branches.items()]
+        for label, c, style, color in curves:
+            xs, ys = _solid_bins(c["reliability"])
+            ax.plot(xs, ys, style, ms=3, color=color, label=f"{label} ECE {100 * c['ece']:.1f}%")
         ax.set_title(name, fontsize=10)
         ax.set(xlim=(0, 1), ylim=(0, 1))
         ax.grid(alpha=0.3)
@@ -207,7 +207,10 @@ def plot_reliability(ev: Ev, out: Path) -> str | None:
         ax.set_ylabel("accuracy")
     for ax in axes[-1, :]:
         ax.set_xlabel("confidence")
-    fig.suptitle("Reliability on the benchmark tier (on the diagonal = calibrated)", fontsize=11)
+    fig.suptitle(
+        f"Reliability on the benchmark tier (on the diagonal = calibrated; bins with >= {MIN_BIN} samples)",
+        fontsize=11,
+    )
     fig.tight_layout()
     fig.savefig(out / "reliability.png", dpi=100)
     plt.close(fig)

@@ -226,6 +226,7 @@ def test_ece_of_known_cases() -> None:
     assert ece(conf, rng.random(50_000) < conf) < 0.01  # calibrated by construction
     curve = reliability(conf, rng.random(50_000) < conf)
     assert len(curve["confidence"]) == 14  # [0.1, 1.0] fills 14 of the 15 bins
+    assert len(curve["count"]) == 14 and sum(curve["count"]) == 50_000
     assert np.allclose(curve["confidence"], curve["accuracy"], atol=0.03)
 
 

@@ -119,3 +119,8 @@ def test_seeds_command_needs_a_tier_evaluated_repository(tmp_path: Path) -> None
     (tmp_path / "report.json").write_text(json.dumps({"seed": 0}))
     result = runner.invoke(app, ["seeds", "--out", str(tmp_path), "--models", "late"])
     assert result.exit_code == 1 and "no tier evaluation of ['late']" in result.output
+
+
+def test_reliability_plot_leaves_out_bins_too_small_to_mean_anything() -> None:
+    rel = {"confidence": [0.2, 0.5, 0.9], "accuracy": [0.0, 0.5, 0.9], "count": [3, 40, 500]}
+    assert tiers_report._solid_bins(rel) == ([0.5, 0.9], [0.5, 0.9])
