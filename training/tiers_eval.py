@@ -215,6 +215,26 @@ def _margins(evals: list[_ModelEval], seed: int, n_boot: int) -> dict[str, dict[
     return out
 
 
+def _gap(evals: list[_ModelEval], seed: int, n_boot: int) -> dict[str, Any]:
+    """Best fusion minus best unimodal baseline (benchmark, all three present), paired per sample."""
+    full = subset_name([1] * len(MODALITIES))
+    fusions = [e for e in evals if full in e.subset_hits]
+    unimodal = [e for e in evals if e.fusion == "unimodal" and e.mods[0] in e.subset_hits]
+    if not fusions or not unimodal:
+        return {}
+    best_f = max(fusions, key=lambda e: float(e.subset_hits[full].mean()))
+    rows = best_f.subset_rows[full]
+
+    def on_rows(e: _ModelEval) -> np.ndarray:
+        m = e.mods[0]
+        hits: np.ndarray = e.subset_hits[m][np.searchsorted(e.subset_rows[m], rows)]
+        return hits
+
+    best_u = max(unimodal, key=lambda e: float(on_rows(e).mean()))
+    diff = paired_difference(best_f.subset_hits[full], on_rows(best_u), n_boot=n_boot, seed=seed)
+    return {"fusion": best_f.name, "unimodal": best_u.name, **diff}
+
+
 def headline(result: Mapping[str, Any]) -> dict[str, float]:
     """The few numbers a seed changes most, for the mean +- spread over seeds."""
     tiers = result["tiers"]
@@ -254,6 +274,7 @@ def evaluate_repository(
         "seed": seed,
         "n_boot": n_boot,
         "models": models,
+        "gap": _gap(evals, seed, n_boot),
     }
 
 

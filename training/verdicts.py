@@ -45,7 +45,6 @@ def targets(ev: Ev) -> list[Target]:
     """The targets of the real-inputs and trust issues, each with the numbers behind the verdict."""
     models = ev["models"]
     fusions = {n: m for n, m in models.items() if m["fusion"] != "unimodal"}
-    unimodal = {n: m for n, m in models.items() if m["fusion"] == "unimodal"}
     rows: list[Target] = []
     audio = {n: v for n, m in models.items() if (v := _value(m, "unseen_speakers", "audio_only")) is not None}
     if audio:
@@ -59,18 +58,16 @@ def targets(ev: Ev) -> list[Target]:
         rows.append(
             ("clean tier, all three modalities >= 99% (every fusion)", min(clean.values()) >= 0.99, detail)
         )
-    bench_f = {n: _value(m, "benchmark") for n, m in fusions.items()}
-    bench_u = {n: _value(m, "benchmark") for n, m in unimodal.items()}
-    if bench_f and bench_u and None not in bench_f.values() and None not in bench_u.values():
-        bf = max(bench_f, key=lambda n: bench_f[n] or 0.0)
-        bu = max(bench_u, key=lambda n: bench_u[n] or 0.0)
-        f, u = bench_f[bf] or 0.0, bench_u[bu] or 0.0
+    gap = ev.get("gap") or {}
+    if gap.get("n"):
+        best = fusions[gap["fusion"]]["tiers"]["benchmark"]["subsets"]["image+audio+text"]
+        lo, hi = gap["ci"]
         rows.append(
             (
                 "noisy benchmark: best fusion >= 92% and >= best unimodal + 15 points",
-                f >= 0.92 and f - u >= 0.15,
-                f"`{bf}` {ci(fusions[bf]['tiers']['benchmark']['accuracy'])} vs `{bu}` {_pct(u)}: "
-                f"{100 * (f - u):+.1f} points",
+                best["value"] >= 0.92 and gap["value"] >= 0.15,
+                f"`{gap['fusion']}` {ci(best)} vs `{gap['unimodal']}`: {100 * gap['value']:+.1f} "
+                f"[{100 * lo:+.1f}, {100 * hi:+.1f}] points (paired)",
             )
         )
     for name in BRANCHED:

@@ -182,6 +182,12 @@ def test_margins_are_paired_against_the_matching_baseline(result: dict) -> None:
     assert margins["image+text"]["value"] == pytest.approx(-5 / 200)
 
 
+def test_the_headline_gap_is_paired_on_the_complete_rows(result: dict) -> None:
+    gap = result["gap"]  # late is always right; the best baseline, text_only, too: no gap
+    assert (gap["fusion"], gap["unimodal"]) == ("late", "text_only")
+    assert gap["value"] == 0.0 and gap["n"] == 200
+
+
 def test_branches_are_calibrated_per_modality_for_fusions_only(result: dict) -> None:
     branches = result["models"]["late"]["tiers"]["benchmark"]["branches"]
     assert set(branches) == set(ALL)

@@ -77,6 +77,10 @@ def test_targets_are_judged_from_the_numbers(ev: dict[str, Any]) -> None:
     assert ok and "90.0%" in detail
     assert not rows["people's images (inverted, off-centre) >= 95% of the clean image accuracy"][0]
     assert rows["agreement flag: >= 95% of swapped cases, <= 5% of clean agreeing ones"][0]
+    ok, detail = rows["noisy benchmark: best fusion >= 92% and >= best unimodal + 15 points"]
+    assert (
+        not ok and detail == "`late` 100.0 [100.0, 100.0] vs `audio_only`: +0.0 [+0.0, +0.0] points (paired)"
+    )
     assert not rows["ECE <= 3% for every served model (benchmark tier)"][0]  # one-hot votes: under-confident
 
 
