@@ -92,6 +92,13 @@ class Settings(BaseSettings):
         description="Most samples in one request: the 'instances' list of /v1, dim 0 (the batch) "
         "of a V2 infer request, checked before anything is decoded or filled in.",
     )
+    min_confidence: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Default of the predict option min_confidence: an answer whose fused probability "
+        "is below it comes back with status 'uncertain' and no label (0 = never; see docs/api.md).",
+    )
     max_batch_size: int = Field(
         default=32, ge=1, description="Most rows the batcher puts into one onnxruntime run (per model)."
     )

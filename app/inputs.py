@@ -3,8 +3,8 @@
 A sample is a mapping ``modality -> RawInput`` holding what the client sent (base64 or raw media
 bytes, an array, a string). Decoding goes through :mod:`app.media` with the model's decode
 parameters and the server's limits; assembling stacks the samples, fills missing modalities
-with zeros and their ``mask`` entries with 0, and appends the leave-one-modality-out rows that
-explanations need, so they ride in the same onnxruntime run.
+with zeros and their ``mask`` entries with 0, and appends the coalition rows that explanations
+need (:mod:`app.explain`), so they ride in the same onnxruntime run.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -76,12 +76,17 @@ class Limits:
 class Layout:
     """Where each sample's rows sit in the assembled batch.
 
-    Rows ``0..n-1`` are the samples themselves; ``loo[i]`` maps a modality of sample ``i`` to the
-    row holding sample ``i`` with that modality masked out.
+    Rows ``0..n-1`` are the samples themselves; ``rows[i]`` maps each coalition of sample ``i``
+    that was run (a bit set over ``MODALITIES``, see :mod:`app.explain`) to its row, the full
+    coalition included (row ``i``).
     """
 
     present: list[list[str]]
-    loo: list[dict[str, int]]
+    rows: list[dict[int, int]]
+
+
+Coalitions = Callable[[Sequence[str]], Iterable[int]]
+"""A sample's present modalities -> the extra coalitions it needs (:meth:`AnswerPlan.coalitions`)."""
 
 
 def check_modalities(samples: Sequence[Sample], manifest: Manifest) -> None:
@@ -183,36 +188,37 @@ def _to_array(raw: RawInput) -> np.ndarray:
 
 
 def assemble(
-    manifest: Manifest, decoded: Sequence[Mapping[str, np.ndarray]], leave_one_out: bool
+    manifest: Manifest, decoded: Sequence[Mapping[str, np.ndarray]], coalitions: Coalitions | None = None
 ) -> tuple[Tensors, Layout]:
     """Stack decoded samples into the model's inputs; zeros and mask 0 for missing modalities.
 
-    With ``leave_one_out``, every sample with two or more modalities gets one extra row per
-    present modality, with that modality masked out (its tensor zeroed, its mask entry 0).
+    With ``coalitions``, each sample also gets one row per coalition it names (other than its
+    full one): the sample with every modality outside the coalition zeroed and masked out. A
+    plain request (``None``) gets exactly one row per sample.
     """
     present = [[m for m in MODALITIES if m in sample] for sample in decoded]
-    rows: list[tuple[int, str | None]] = [(i, None) for i in range(len(decoded))]
-    loo: list[dict[str, int]] = [{} for _ in decoded]
-    if leave_one_out:
+    full = [sum(1 << j for j, m in enumerate(MODALITIES) if m in sample) for sample in decoded]
+    rows: list[tuple[int, int]] = list(enumerate(full))
+    index: list[dict[int, int]] = [{bits: i} for i, bits in enumerate(full)]
+    if coalitions is not None:
         for i, mods in enumerate(present):
-            if len(mods) > 1:
-                for m in mods:
-                    loo[i][m] = len(rows)
-                    rows.append((i, m))
+            for bits in sorted(set(coalitions(mods)) - {full[i]}):
+                index[i][bits] = len(rows)
+                rows.append((i, bits))
     inputs: Tensors = {}
     for spec in manifest.inputs:
         if spec.name == "mask":
             continue
         column = np.zeros((len(rows), *spec.shape[1:]), dtype=spec.dtype)
-        for r, (i, dropped) in enumerate(rows):
+        bit = 1 << MODALITIES.index(spec.name)
+        for r, (i, bits) in enumerate(rows):
             tensor = decoded[i].get(spec.name)
-            if tensor is not None and dropped != spec.name:
+            if tensor is not None and bits & bit:
                 column[r] = tensor
         inputs[spec.name] = column
     if manifest.has_mask:
         mask = np.zeros((len(rows), len(MODALITIES)), dtype=np.float32)
-        for r, (i, dropped) in enumerate(rows):
-            for j, m in enumerate(MODALITIES):
-                mask[r, j] = m in decoded[i] and m != dropped
+        for r, (_, bits) in enumerate(rows):
+            mask[r] = [bits >> j & 1 for j in range(len(MODALITIES))]
         inputs["mask"] = mask
-    return inputs, Layout(present, loo)
+    return inputs, Layout(present, index)

@@ -1,15 +1,18 @@
-"""Model outputs -> friendly answers: softmax, top-k, per-modality contributions.
+"""Model outputs -> friendly answers: softmax, top-k, opinions, contributions, abstention.
 
-Contributions (when ``explain`` is asked) follow the model's manifest:
+With ``explain`` (see :mod:`app.explain` and ``docs/api.md``):
 
-- ``leave_one_out``: for each modality present, the drop in the predicted class's probability
-  when that modality is masked out (``p(pred | all) - p(pred | all but m)``). Positive = the
-  modality supported the answer; negative = it argued against it. A sample with a single
-  modality is compared with the uniform distribution (``p(pred) - 1/C``): removing the only
-  evidence leaves nothing to prefer one class.
-- ``gate_weights``: the model's own per-modality gate weights, renormalised over the modalities
-  present so they sum to 1: the share of the fused representation each modality provided.
-- ``none`` (unimodal baselines): no contributions.
+- ``contributions``: exact Shapley values over the present modalities of the fused label's
+  log-probability (default), or ``leave_one_out``: ``p(label | all) - p(label | all but m)``, a
+  lone modality compared with the uniform answer ``1/C``;
+- ``opinions`` and ``agreement``: what each present modality alone answers, and who dissents;
+- ``explanation``: the method, its target, ``full`` and ``empty`` (Shapley: the values sum to
+  ``full - empty``), and for gated models the model's own gate weights, renormalised over the
+  present modalities (the share of the fused representation each one provided).
+
+Unimodal baselines (no ``mask`` input) give no contributions (``explain_method: "none"``).
+An answer abstains (``status: "uncertain"``, ``label: null``) under ``min_confidence`` or, with
+``abstain_on_conflict``, when the opinions disagree; its probabilities stay.
 """
 
 from __future__ import annotations
@@ -20,32 +23,37 @@ from typing import Any
 
 import numpy as np
 
+from app.explain import DIGITS, AnswerPlan, abstention, explain_sample, log_probabilities
 from app.inputs import Layout
 from app.manifest import Manifest
 from app.media import MODALITIES
 
-DIGITS = 6
-
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    """The answer for one sample (see ``docs/api.md``)."""
+    """The answer for one sample (see ``docs/api.md``); ``label`` is ``None`` when uncertain."""
 
     model: str
     version: int
-    label: str
-    label_index: int
+    label: str | None
+    label_index: int | None
     probabilities: list[tuple[str, float]]
     modalities_used: list[str]
     modalities_missing: list[str]
     contributions: dict[str, float] | None
     explain_method: str | None
+    status: str = "ok"
+    opinions: dict[str, Any] | None = None
+    agreement: dict[str, Any] | None = None
+    explanation: dict[str, Any] | None = None
+    abstention: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of one answer."""
         return {
             "model": self.model,
             "version": self.version,
+            "status": self.status,
             "label": self.label,
             "label_index": self.label_index,
             "probabilities": [{"label": lab, "probability": p} for lab, p in self.probabilities],
@@ -53,6 +61,10 @@ class Prediction:
             "modalities_missing": self.modalities_missing,
             "contributions": self.contributions,
             "explain_method": self.explain_method,
+            "opinions": self.opinions,
+            "agreement": self.agreement,
+            "explanation": self.explanation,
+            "abstention": self.abstention,
         }
 
 
@@ -71,49 +83,53 @@ def postprocess(
     layout: Layout,
     *,
     top_k: int,
-    explain: bool,
+    plan: AnswerPlan,
 ) -> list[Prediction]:
     """One :class:`Prediction` per sample, in request order."""
     n = len(layout.present)
-    probs = softmax(outputs[manifest.logits_output])
+    logits = outputs[manifest.logits_output]
+    probs = softmax(logits[:n])
+    log_probs = log_probabilities(logits) if plan.explain or plan.opinions else None
     labels = manifest.labels
     k = min(top_k, len(labels))
-    method = manifest.explain.method if explain else None
-    gates = outputs[manifest.explain.output] if method == "gate_weights" and manifest.explain.output else None
+    gates = outputs.get(manifest.explain.output or "") if manifest.explain.method == "gate_weights" else None
     answers = []
     for i in range(n):
         p = probs[i]
         order = np.argsort(-p, kind="stable")[:k]
         best = int(order[0])
         present = layout.present[i]
-        contributions: dict[str, float] | None = None
-        if method == "leave_one_out":
-            base = p[best]
-            contributions = {
-                m: round(
-                    float(
-                        base - (probs[layout.loo[i][m], best] if m in layout.loo[i] else 1.0 / len(labels))
-                    ),
-                    DIGITS,
-                )
-                for m in present
-            }
-        elif gates is not None:
-            w = np.array([gates[i, MODALITIES.index(m)] for m in present], dtype=np.float64)
-            total = w.sum()
-            w = w / total if total > 0 else np.full(len(present), 1.0 / len(present))
-            contributions = {m: round(float(x), DIGITS) for m, x in zip(present, w, strict=True)}
+        extra: dict[str, Any] = {}
+        if log_probs is not None:
+            extra = explain_sample(plan, log_probs, layout.rows[i], present, labels, best)
+            if gates is not None and plan.explain:
+                extra["explanation"]["gate_weights"] = _gate_weights(gates[i], present)
+        agreed = extra["agreement"]["agree"] if extra.get("agreement") else None
+        abstained = abstention(plan, float(p[best]), labels[best], agreed)
         answers.append(
             Prediction(
                 model=manifest.name,
                 version=manifest.version,
-                label=labels[best],
-                label_index=best,
+                label=None if abstained else labels[best],
+                label_index=None if abstained else best,
                 probabilities=[(labels[j], round(float(p[j]), DIGITS)) for j in order],
                 modalities_used=present,
                 modalities_missing=[m for m in manifest.modalities if m not in present],
-                contributions=contributions,
-                explain_method=method,
+                contributions=extra.get("contributions"),
+                explain_method=(plan.method or "none") if plan.explain else None,
+                status="uncertain" if abstained else "ok",
+                opinions=extra.get("opinions"),
+                agreement=extra.get("agreement"),
+                explanation=extra.get("explanation"),
+                abstention=abstained,
             )
         )
     return answers
+
+
+def _gate_weights(row: np.ndarray, present: list[str]) -> dict[str, float]:
+    """The gate weights of the present modalities, renormalised to sum to 1."""
+    w = np.array([row[MODALITIES.index(m)] for m in present], dtype=np.float64)
+    total = w.sum()
+    w = w / total if total > 0 else np.full(len(present), 1.0 / len(present))
+    return {m: round(float(x), DIGITS) for m, x in zip(present, w, strict=True)}

@@ -6,7 +6,7 @@ instead of being validated element by element; :mod:`app.inputs` checks them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -27,6 +27,19 @@ class Options(BaseModel):
     )
     version: int | None = Field(
         default=None, ge=1, description="Model version; default: the newest loaded one."
+    )
+    explain_method: Literal["shapley", "leave_one_out"] = Field(
+        default="shapley", description="How explain computes contributions (see docs/api.md)."
+    )
+    min_confidence: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Answer 'uncertain' (no label) below this probability; default: the server's "
+        "FUSION_MIN_CONFIDENCE (0 = never).",
+    )
+    abstain_on_conflict: bool = Field(
+        default=False, description="Answer 'uncertain' when the modalities' own answers disagree."
     )
 
 
@@ -117,20 +130,78 @@ class LabelProbability(BaseModel):
     probability: float
 
 
+class Opinion(BaseModel):
+    """What one modality alone makes the model answer."""
+
+    label: str
+    probability: float = Field(description="Its probability of its own label.")
+    fused_label_probability: float = Field(description="Its probability of the fused answer's label.")
+
+
+class Dissent(BaseModel):
+    """A modality whose own label is not the fused answer's."""
+
+    modality: str
+    label: str
+    probability: float
+    fused_label_probability: float
+    margin: float = Field(description="probability - fused_label_probability: how strongly it dissents.")
+
+
+class Agreement(BaseModel):
+    """Whether the present modalities' own answers agree."""
+
+    agree: bool = Field(description="Every present modality alone names the same label.")
+    majority: str | None = Field(description="The label more than half of them name, else null.")
+    dissenters: list[Dissent]
+
+
+class Explanation(BaseModel):
+    """What the contributions measure."""
+
+    method: str = Field(description="shapley or leave_one_out.")
+    target: str = Field(description="log_probability (shapley) or probability (leave_one_out).")
+    label: str = Field(description="The fused label whose (log-)probability is explained.")
+    full: float = Field(description="The target with every present modality.")
+    empty: float | None = Field(
+        description="Shapley: the target with none (all-zero mask); contributions sum to full - empty."
+    )
+    gate_weights: dict[str, float] | None = Field(
+        default=None, description="Gated models: the gate's weights over the present modalities."
+    )
+
+
+class Abstention(BaseModel):
+    """Why an answer is 'uncertain'."""
+
+    reasons: list[Literal["low_confidence", "conflict"]]
+    message: str
+    label: str = Field(description="The label it would have given.")
+    confidence: float = Field(description="That label's probability.")
+    min_confidence: float
+
+
 class PredictResponse(BaseModel):
     """The answer for one sample."""
 
     model: str
     version: int
-    label: str
-    label_index: int
+    status: Literal["ok", "uncertain"] = Field(description="'uncertain': abstained, see abstention.")
+    label: str | None = Field(description="The predicted label; null when status is 'uncertain'.")
+    label_index: int | None
     probabilities: list[LabelProbability]
     modalities_used: list[str]
     modalities_missing: list[str]
     contributions: dict[str, float] | None = Field(
         default=None, description="Per modality present, when explain is true (see explain_method)."
     )
-    explain_method: str | None = Field(default=None, description="leave_one_out, gate_weights or none.")
+    explain_method: str | None = Field(default=None, description="shapley, leave_one_out or none.")
+    opinions: dict[str, Opinion] | None = Field(
+        default=None, description="Per modality present (explain or abstain_on_conflict)."
+    )
+    agreement: Agreement | None = None
+    explanation: Explanation | None = None
+    abstention: Abstention | None = None
 
 
 class PredictionsResponse(BaseModel):

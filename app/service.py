@@ -25,6 +25,7 @@ from app.config import Settings
 from app.contract import parse_version
 from app.decode_cost import probe
 from app.errors import BadRequest, InvalidInput, ModelLoadError, NotFound, NotReady, PayloadTooLarge
+from app.explain import AnswerPlan, ExplainMethod
 from app.inputs import Limits, Sample, assemble, check_modalities, decode_samples
 from app.manifest import Manifest
 from app.media import MODALITIES
@@ -87,13 +88,19 @@ class PredictOptions:
 
     Attributes:
         top_k: how many labels to return, most probable first (clamped to the label count).
-        explain: compute per-modality contributions (see :mod:`app.outputs`).
+        explain: compute contributions, opinions and agreement (see :mod:`app.explain`).
         version: model version to use; ``None`` = the default (newest loaded) version.
+        explain_method: ``shapley`` or ``leave_one_out`` (with ``explain``).
+        min_confidence: abstain below this fused probability; ``None`` = the server's default.
+        abstain_on_conflict: abstain when the present modalities' own answers disagree.
     """
 
     top_k: int = 3
     explain: bool = False
     version: int | None = None
+    explain_method: ExplainMethod = "shapley"
+    min_confidence: float | None = None
+    abstain_on_conflict: bool = False
 
 
 class InferenceService:
@@ -251,10 +258,10 @@ class InferenceService:
             manifest = runtime.serving_manifest()
             check_modalities(samples, manifest)
             decoded = await self._decode(samples, manifest)
-            leave_one_out = options.explain and manifest.explain.method == "leave_one_out"
-            inputs, layout = assemble(manifest, decoded, leave_one_out)
+            plan = AnswerPlan.of(manifest, options, self.settings.min_confidence)
+            inputs, layout = assemble(manifest, decoded, plan.coalitions if plan.extra_rows else None)
             outputs = await runtime.batcher.submit(runtime.validate(inputs))
-        return postprocess(manifest, outputs, layout, top_k=options.top_k, explain=options.explain)
+        return postprocess(manifest, outputs, layout, top_k=options.top_k, plan=plan)
 
     async def _decode(self, samples: Sequence[Sample], manifest: Manifest) -> list[dict[str, np.ndarray]]:
         """Decode inline when it is cheap (the common case), else in a worker thread.

@@ -29,7 +29,17 @@ from app.json_arrays import load_body
 from app.schemas import Instance, Options, PredictRequest
 from app.service import INLINE_DECODE_BYTES, PredictOptions
 
-FORM_FIELDS = ("image", "audio", "text", "top_k", "explain", "version")
+FORM_FIELDS = (
+    "image",
+    "audio",
+    "text",
+    "top_k",
+    "explain",
+    "version",
+    "explain_method",
+    "min_confidence",
+    "abstain_on_conflict",
+)
 _LARGE_PARSE = threading.Lock()
 MAX_ERRORS = 3
 
@@ -116,7 +126,14 @@ def _sample(inst: Instance, prefix: str) -> Sample:
 
 
 def _options(options: Options) -> PredictOptions:
-    return PredictOptions(top_k=options.top_k, explain=options.explain, version=options.version)
+    return PredictOptions(
+        top_k=options.top_k,
+        explain=options.explain,
+        version=options.version,
+        explain_method=options.explain_method,
+        min_confidence=options.min_confidence,
+        abstain_on_conflict=options.abstain_on_conflict,
+    )
 
 
 async def _parse_form(request: Request) -> tuple[list[Sample], PredictOptions, bool]:

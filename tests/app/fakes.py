@@ -225,3 +225,118 @@ def wav_bytes(freq: float = 440.0, seconds: float = 1.0, rate: int = 16000, fmt:
     buf = io.BytesIO()
     sf.write(buf, wave, rate, format=fmt)
     return buf.getvalue()
+
+
+# -- models whose explanations are known in closed form (issue 12) -------------------------------
+
+
+def _graph_io(outputs: list[str], classes: int = 10) -> tuple[list[Any], list[Any]]:
+    """The contract's four inputs (all of them, mask included) and float outputs [B, classes]."""
+    shapes = {"image": [28, 28], "audio": [16000], "text": [64], "mask": [3]}
+    inputs = [helper.make_tensor_value_info(n, ONNX_TYPES[SPECS[n].dtype], ["B", *shapes[n]]) for n in shapes]
+    return inputs, [helper.make_tensor_value_info(o, TensorProto.FLOAT, ["B", classes]) for o in outputs]
+
+
+def _finish(g: _Graph, outputs: list[str]) -> onnx.ModelProto:
+    inputs, outs = _graph_io(outputs)
+    model = helper.make_model(
+        helper.make_graph(g.nodes, "fake", inputs, outs, g.inits),
+        opset_imports=[helper.make_opsetid("", OPSET)],
+    )
+    model.ir_version = IR_VERSION
+    return model
+
+
+def build_vote_onnx(gains: dict[str, float], interaction: float = 0.0) -> onnx.ModelProto:
+    """Each modality votes for one class, read from its input; logits = sum of present votes.
+
+    image: a uniform picture of value ``25 c + 10`` votes ``c``; audio: a constant clip of value
+    ``c / 10`` votes ``c``; text: a first character ``"c"`` votes ``c``. A vote adds ``gains[m]``
+    to its class's logit, times the mask. ``interaction`` adds that much to class 0 for every
+    present modality beyond the first: the fused answer can then be a class no modality names.
+    """
+    g = _Graph(0)
+    ten = g.const(np.array(10, dtype=np.int64))
+    on_off = g.const(np.array([0.0, 1.0], dtype=np.float32))
+    image = g.op("ReduceMean", g.op("Cast", "image", to=TensorProto.FLOAT), axes=[1, 2], keepdims=0)
+    image = g.op("Floor", g.op("Div", image, g.const(np.array(25.6, dtype=np.float32))))
+    audio = g.op("ReduceMean", "audio", axes=[1], keepdims=0)
+    audio = g.op(
+        "Floor",
+        g.op(
+            "Add", g.op("Mul", audio, g.const(np.array(10, np.float32))), g.const(np.array(0.5, np.float32))
+        ),
+    )
+    first = g.op("Slice", "text", *(g.const(np.array([v], dtype=np.int64)) for v in (0, 1, 1)))
+    text = g.op(
+        "Sub",
+        g.op("Reshape", g.op("Cast", first, to=TensorProto.FLOAT), g.const(np.array([-1], np.int64))),
+        g.const(np.array(48, np.float32)),
+    )
+    parts = []
+    for j, (m, c) in enumerate((("image", image), ("audio", audio), ("text", text))):
+        vote = g.op("OneHot", g.op("Cast", c, to=TensorProto.INT64), ten, on_off, axis=-1)
+        parts.append(
+            g.op("Mul", g.op("Mul", vote, g.mask_column(j)), g.const(np.array(gains[m], np.float32)))
+        )
+    total = g.op("Sum", *parts)
+    extra = g.op(
+        "Relu",
+        g.op(
+            "Sub",
+            g.op("ReduceSum", "mask", g.const(np.array([1], np.int64)), keepdims=1),
+            g.const(np.array(1, np.float32)),
+        ),
+    )
+    bonus = np.zeros(10, dtype=np.float32)
+    bonus[0] = interaction
+    g.op("Add", total, g.op("Mul", extra, g.const(bonus)), out="logits")
+    return _finish(g, ["logits"])
+
+
+def vote_payload(
+    image: int | None = None, audio: int | None = None, text: int | None = None
+) -> dict[str, Any]:
+    """A JSON sample whose modalities vote for these classes in :func:`build_vote_onnx`."""
+    sample: dict[str, Any] = {}
+    if image is not None:
+        sample["image"] = {"array": [[25 * image + 10] * 28] * 28}
+    if audio is not None:
+        sample["audio"] = {"array": [audio / 10] * 16000, "sample_rate": 16000}
+    if text is not None:
+        sample["text"] = f"{text} vote"
+    return sample
+
+
+def build_additive_onnx(weights: dict[str, float], bias: float) -> onnx.ModelProto:
+    """log p(class 0) = ``bias + sum of weights[m] over the present modalities``, exactly.
+
+    logits = ``[s, r, ..., r]`` with ``s`` that sum and ``r = log((1 - e^s) / 9)``, so the softmax
+    gives ``p_0 = e^s``: the log-probability of class 0 is additive in the modalities, and its
+    Shapley values are the weights themselves. Keep ``s`` in ``(log 0.1, 0)`` so class 0 wins.
+    """
+    g = _Graph(0)
+    w = np.array([[weights.get(m, 0.0)] for m in ("image", "audio", "text")], dtype=np.float32)
+    s = g.op("Add", g.op("MatMul", "mask", g.const(w)), g.const(np.array(bias, np.float32)))
+    rest = g.op(
+        "Log",
+        g.op(
+            "Div",
+            g.op("Sub", g.const(np.array(1, np.float32)), g.op("Exp", s)),
+            g.const(np.array(9, np.float32)),
+        ),
+    )
+    others = g.op("Tile", rest, g.const(np.array([1, 9], dtype=np.int64)))
+    g.op("Concat", s, others, axis=1, out="logits")
+    return _finish(g, ["logits"])
+
+
+def save_graph(root: Path, model: onnx.ModelProto, manifest: Manifest) -> Path:
+    """Write a hand-built graph and its manifest under ``root/<name>/<version>``."""
+    target = root / manifest.name / str(manifest.version)
+    target.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, target / "model.onnx")
+    manifest.model_copy(update={"onnx_sha256": sha256_file(target / "model.onnx")}).write(
+        target / "manifest.json"
+    )
+    return target
