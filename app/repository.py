@@ -22,12 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.config import Settings
-from app.contract import parse_version, scan_repository
+from app.contract import scan_repository
 from app.errors import ModelLoadError, NotFound, NotReady
 from app.metrics import Metrics
 from app.runtime import CUDA, ModelRuntime, ModelState, resolve_providers
-
-__all__ = ["IndexEntry", "ModelRepository", "parse_version"]
 
 log = logging.getLogger(__name__)
 GONE = "its folder is gone from disk; it serves until the next load"
@@ -82,8 +80,8 @@ class ModelRepository:
 
     async def close(self) -> None:
         """Stop every batcher and drop every session."""
-        for key in list(self._runtimes):
-            await self._drop(key)
+        while self._runtimes:
+            await self._close(self._runtimes.popitem()[1])
 
     def scan(self) -> dict[str, dict[int, Path]]:
         """``{name: {version: path}}`` for every ``<name>/<integer>/`` folder on disk.
@@ -133,11 +131,8 @@ class ModelRepository:
         unloaded through repository control is not expected to answer. A model none of whose
         versions ever loaded has no default and is reported by its own readiness, not here.
         """
-        return sorted(
-            name
-            for name, version in self._default.items()
-            if name not in self._unloaded and not self._runtime_ready(name, version)
-        )
+        defaults = self._default.items()
+        return sorted(n for n, v in defaults if n not in self._unloaded and not self._ready_at(n, v))
 
     def require(self, name: str) -> list[int]:
         """The versions of a model that requests may use now (ascending).
@@ -266,7 +261,7 @@ class ModelRepository:
             await self._close(self._runtimes[key])  # kept (UNLOADED) so index and listing know it
 
     # -- internals ------------------------------------------------------------------------------
-    def _runtime_ready(self, name: str, version: int) -> bool:
+    def _ready_at(self, name: str, version: int) -> bool:
         runtime = self._runtimes.get((name, version))
         return runtime is not None and runtime.ready
 
@@ -303,11 +298,6 @@ class ModelRepository:
             log.info("loaded model %s version %d%s in %.0f ms (%s)", name, version, where, ms, provider)
         self._set_ready_metric(runtime)
         return runtime
-
-    async def _drop(self, key: tuple[str, int]) -> None:
-        runtime = self._runtimes.pop(key, None)
-        if runtime is not None:
-            await self._close(runtime)
 
     async def _retire(self, runtime: ModelRuntime) -> None:
         """Close a runtime that is no longer handed out, once its last request has its answer."""
