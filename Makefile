@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: serve test data train seeds report bench stress lint sysdeps clean podman
+.PHONY: serve test data train seeds report bench stress lint sysdeps clean podman checkov scale-demo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,16 @@ podman:
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench
 
+## scale-demo: nginx in front of 1, then 2 server processes: throughput, and a replica killed under
+## load with no failed request, then started again (bench/scale.py, docs/deploy.md)
+scale-demo: $(VENV)/.dev sysdeps
+	$(BIN)/python -m bench.scale
+
+## checkov: static checks of the Dockerfile, compose file, Kubernetes and KServe manifests
+## (in its own venv under .cache/; deploy/checkov.sh says why). CI runs it.
+checkov:
+	PYTHON=$(PYTHON) bash deploy/checkov.sh
+
 ## stress: the reliability suite: fuzzing, error isolation, reload/rollback, slow clients, SIGTERM
 ## and memory under load, each printing its counts (docs/serving.md; about 15 min; CI runs a short one)
 stress: $(VENV)/.dev
@@ -68,7 +78,8 @@ lint: $(VENV)/.dev
 SYSDEPS := espeak-ng:espeak-ng npm:npm flite:flite festival:festival \
   /usr/share/festival/voices/english/kal_diphone:festvox-kallpc16k \
   /usr/share/festival/voices/english/ked_diphone:festvox-kdlpc16k \
-  /usr/share/festival/voices/us/cmu_us_slt_arctic_hts:festvox-us-slt-hts
+  /usr/share/festival/voices/us/cmu_us_slt_arctic_hts:festvox-us-slt-hts \
+  nginx:nginx
 sysdeps:
 	@for pair in $(SYSDEPS); do \
 	  cmd=$${pair%%:*}; pkg=$${pair#*:}; \
