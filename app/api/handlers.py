@@ -52,7 +52,8 @@ async def _fusion_error(request: Request, exc: Exception) -> JSONResponse:
     message = public_message(exc.message)
     if exc.status_code >= 500 and not isinstance(exc, NotReady):
         log.error("%s failed [request %s]: %s", where, rid, exc.message, exc_info=exc)
-        message = "inference failed on this request; the server log has the details"
+        if exc.__cause__ is not None:  # it wraps a library's exception, whose text is a detail
+            message = "inference failed on this request; the server log has the details"
     elif message != exc.message or exc.__cause__ is not None:
         cause = f" (caused by {type(exc.__cause__).__name__}: {exc.__cause__})" if exc.__cause__ else ""
         log.info("%s -> %d [request %s]: %s%s", where, exc.status_code, rid, exc.message, cause)
