@@ -1,5 +1,8 @@
 """The inference pipeline. Knows nothing about HTTP: routers (v1, v2) call it and render the result.
 
+It is also the routers' only door to the models: listing, metadata, readiness, the model lookup
+and repository control (index, load, unload) go through it, so a route parses, calls, renders.
+
 Every entry point holds one runtime from lookup to answer (:meth:`ModelRepository.serving`), so
 a request is checked against the manifest of the model that runs it, and a reload lets it finish.
 All share one path into each model's batcher, through the one validator (:mod:`app.checks`):
