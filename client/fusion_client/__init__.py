@@ -24,22 +24,37 @@ from fusion_client._exceptions import (
     TransportError,
     Unavailable,
 )
-from fusion_client._types import ClassProbability, ModelInfo, ModelSummary, Prediction
+from fusion_client._types import (
+    Abstention,
+    Agreement,
+    ClassProbability,
+    Dissent,
+    Explanation,
+    ModelInfo,
+    ModelSummary,
+    Opinion,
+    Prediction,
+)
 from fusion_client._version import __version__
 
 __all__ = [
     "APIError",
+    "Abstention",
+    "Agreement",
     "AsyncClient",
     "AuthenticationError",
     "ClassProbability",
     "Client",
     "ConnectError",
     "DecodeError",
+    "Dissent",
+    "Explanation",
     "FusionError",
     "InvalidInput",
     "ModelInfo",
     "ModelSummary",
     "NotFound",
+    "Opinion",
     "Prediction",
     "ServerError",
     "Timeout",

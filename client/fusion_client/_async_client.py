@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from fusion_client._base import DEFAULT_TIMEOUT, BaseClient, Call
+from fusion_client._base import DEFAULT_TIMEOUT, BaseClient, Call, Trust
 from fusion_client._encoding import AudioInput, ImageInput
 from fusion_client._exceptions import Timeout, TransportError, wrap_transport_error
 from fusion_client._types import ModelInfo, ModelSummary, Prediction
@@ -99,6 +99,9 @@ class AsyncClient(BaseClient):
         top_k: int | None = None,
         explain: bool = False,
         version: int | None = None,
+        explain_method: str | None = None,
+        min_confidence: float | None = None,
+        abstain_on_conflict: bool = False,
     ) -> Prediction:
         """Classify one sample from any non-empty subset of its modalities.
 
@@ -108,15 +111,26 @@ class AsyncClient(BaseClient):
             audio: A path, bytes, binary file, or ``(samples, sample_rate)``.
             text: The text.
             top_k: How many labels to return (the server's default when ``None``).
-            explain: Ask for per-modality contributions.
+            explain: Ask for per-modality contributions, opinions and agreement.
             version: Model version; the latest when ``None``.
+            explain_method: ``"shapley"`` (the server's default) or ``"leave_one_out"``.
+            min_confidence: Abstain (``status == "uncertain"``, no label) below this probability;
+                the server's default when ``None``.
+            abstain_on_conflict: Abstain when the modalities' own answers disagree.
 
         Raises:
             InvalidInput: The server could not use the input; the message says why.
             NotFound: No such model or version.
         """
         call = self._predict_call(
-            model, image=image, audio=audio, text=text, top_k=top_k, explain=explain, version=version
+            model,
+            image=image,
+            audio=audio,
+            text=text,
+            top_k=top_k,
+            explain=explain,
+            version=version,
+            trust=Trust(explain_method, min_confidence, abstain_on_conflict),
         )
         return Prediction.from_json(self._json(await self._send(call)))
 
@@ -128,6 +142,9 @@ class AsyncClient(BaseClient):
         top_k: int | None = None,
         explain: bool = False,
         version: int | None = None,
+        explain_method: str | None = None,
+        min_confidence: float | None = None,
+        abstain_on_conflict: bool = False,
     ) -> list[Prediction]:
         """Classify several samples in one request; answers come back in order.
 
@@ -138,8 +155,14 @@ class AsyncClient(BaseClient):
             top_k: As in :meth:`predict`.
             explain: As in :meth:`predict`.
             version: As in :meth:`predict`.
+            explain_method: As in :meth:`predict`.
+            min_confidence: As in :meth:`predict`.
+            abstain_on_conflict: As in :meth:`predict`.
         """
-        call, count = self._predict_many_call(model, instances, top_k=top_k, explain=explain, version=version)
+        trust = Trust(explain_method, min_confidence, abstain_on_conflict)
+        call, count = self._predict_many_call(
+            model, instances, top_k=top_k, explain=explain, version=version, trust=trust
+        )
         return self._parse_predictions(await self._send(call), count)
 
     async def infer(

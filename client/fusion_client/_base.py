@@ -39,6 +39,29 @@ class Call:
     retry: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class Trust:
+    """The options that make an answer explain itself or abstain (``docs/api.md``, "Trusting an answer").
+
+    ``None`` / ``False`` fields are not sent, so the server's defaults apply.
+    """
+
+    explain_method: str | None = None
+    min_confidence: float | None = None
+    abstain_on_conflict: bool = False
+
+    def options(self) -> dict[str, Any]:
+        """The request options these set."""
+        options: dict[str, Any] = {}
+        if self.explain_method is not None:
+            options["explain_method"] = self.explain_method
+        if self.min_confidence is not None:
+            options["min_confidence"] = self.min_confidence
+        if self.abstain_on_conflict:
+            options["abstain_on_conflict"] = True
+        return options
+
+
 class BaseClient:
     """Settings and protocol logic; no I/O.
 
@@ -119,7 +142,7 @@ class BaseClient:
         return path + suffix
 
     @staticmethod
-    def _options(top_k: int | None, explain: bool, version: int | None) -> dict[str, Any]:
+    def _options(top_k: int | None, explain: bool, version: int | None, trust: Trust) -> dict[str, Any]:
         options: dict[str, Any] = {}
         if top_k is not None:
             options["top_k"] = top_k
@@ -127,6 +150,7 @@ class BaseClient:
             options["explain"] = True
         if version is not None:
             options["version"] = version
+        options.update(trust.options())
         return options
 
     def _predict_call(
@@ -139,9 +163,10 @@ class BaseClient:
         top_k: int | None,
         explain: bool,
         version: int | None,
+        trust: Trust,
     ) -> Call:
         body = encode_instance(image=image, audio=audio, text=text)
-        options = self._options(top_k, explain, version)
+        options = self._options(top_k, explain, version, trust)
         if options:
             body["options"] = options
         return Call("POST", self._model_path(model, None, "/predict"), json=body)
@@ -154,12 +179,13 @@ class BaseClient:
         top_k: int | None,
         explain: bool,
         version: int | None,
+        trust: Trust,
     ) -> tuple[Call, int]:
         encoded = [encode_mapping(instance) for instance in instances]
         if not encoded:
             raise ValueError("predict_many() needs at least one instance")
         body: dict[str, Any] = {"instances": encoded}
-        options = self._options(top_k, explain, version)
+        options = self._options(top_k, explain, version, trust)
         if options:
             body["options"] = options
         return Call("POST", self._model_path(model, None, "/predict"), json=body), len(encoded)

@@ -19,43 +19,140 @@ class ClassProbability:
 
 
 @dataclass(frozen=True, slots=True)
+class Opinion:
+    """What one modality alone makes the model answer (``explain`` or ``abstain_on_conflict``).
+
+    Attributes:
+        label: Its own label.
+        probability: Its probability of its own label.
+        fused_label_probability: Its probability of the fused answer's label.
+    """
+
+    label: str
+    probability: float
+    fused_label_probability: float
+
+
+@dataclass(frozen=True, slots=True)
+class Dissent:
+    """A modality whose own label is not the fused answer's; ``margin`` = how strongly it dissents."""
+
+    modality: str
+    label: str
+    probability: float
+    fused_label_probability: float
+    margin: float
+
+
+@dataclass(frozen=True, slots=True)
+class Agreement:
+    """Whether the present modalities' own answers agree.
+
+    Attributes:
+        agree: Every present modality alone names the same label.
+        majority: The label more than half of them name, else ``None``.
+        dissenters: The modalities whose own label differs from the fused answer.
+    """
+
+    agree: bool
+    majority: str | None
+    dissenters: list[Dissent]
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """What ``contributions`` measure.
+
+    Attributes:
+        method: ``shapley`` or ``leave_one_out``.
+        target: ``log_probability`` (Shapley) or ``probability`` (leave-one-out) of ``label``.
+        label: The fused label being explained.
+        full: The target with every present modality.
+        empty: Shapley: the target with none; the contributions sum to ``full - empty``.
+        gate_weights: Gated models: the gate's weights over the present modalities.
+    """
+
+    method: str
+    target: str
+    label: str
+    full: float
+    empty: float | None
+    gate_weights: dict[str, float] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Abstention:
+    """Why an answer is ``uncertain``.
+
+    Attributes:
+        reasons: ``low_confidence`` and/or ``conflict``.
+        message: The reasons in words.
+        label: The label the model would have given.
+        confidence: That label's probability.
+        min_confidence: The threshold that applied.
+    """
+
+    reasons: list[str]
+    message: str
+    label: str
+    confidence: float
+    min_confidence: float
+
+
+@dataclass(frozen=True, slots=True)
 class Prediction:
     """The answer for one sample.
 
     Attributes:
         model: Name of the model that answered.
         version: Version of that model.
-        label: The predicted label.
-        label_index: Index of ``label`` in the model's label list.
-        probabilities: The top-k labels, most probable first.
+        label: The predicted label; ``None`` when the answer abstained (``status == "uncertain"``).
+        label_index: Index of ``label`` in the model's label list (``None`` with it).
+        probabilities: The top-k labels, most probable first (kept when uncertain).
         modalities_used: The modalities the request carried.
         modalities_missing: The model's modalities the request did not carry.
         contributions: Per-modality contribution when ``explain=True``, else ``None``.
-        explain_method: How ``contributions`` were computed (``leave_one_out``, ``gate_weights``).
+        explain_method: How ``contributions`` were computed (``shapley``, ``leave_one_out``, ``none``).
+        status: ``ok``, or ``uncertain`` when the answer abstained (see ``abstention``).
+        opinions: What each present modality alone answers.
+        agreement: Whether those opinions agree, and who dissents.
+        explanation: What ``contributions`` measure.
+        abstention: Why the answer is uncertain, else ``None``.
         raw: The server's JSON for this sample.
     """
 
     model: str
     version: int
-    label: str
-    label_index: int
+    label: str | None
+    label_index: int | None
     probabilities: list[ClassProbability]
     modalities_used: list[str]
     modalities_missing: list[str]
     contributions: dict[str, float] | None
     explain_method: str | None
     raw: dict[str, Any] = field(repr=False, compare=False)
+    status: str = "ok"
+    opinions: dict[str, Opinion] | None = None
+    agreement: Agreement | None = None
+    explanation: Explanation | None = None
+    abstention: Abstention | None = None
+
+    @property
+    def uncertain(self) -> bool:
+        """Whether the server abstained instead of giving a label."""
+        return self.status == "uncertain"
 
     @classmethod
     def from_json(cls, data: Any) -> Prediction:
         """Parse one answer of ``POST /v1/models/{name}/predict``."""
         with _decoding("prediction", data):
             contributions = data.get("contributions")
+            label, index = data.get("label"), data.get("label_index")
             return cls(
                 model=str(data["model"]),
                 version=int(data["version"]),
-                label=str(data["label"]),
-                label_index=int(data["label_index"]),
+                label=None if label is None else str(label),
+                label_index=None if index is None else int(index),
                 probabilities=[
                     ClassProbability(str(p["label"]), float(p["probability"])) for p in data["probabilities"]
                 ],
@@ -66,7 +163,63 @@ class Prediction:
                 ),
                 explain_method=data.get("explain_method"),
                 raw=data,
+                status=str(data.get("status", "ok")),
+                opinions=_opinions(data.get("opinions")),
+                agreement=_agreement(data.get("agreement")),
+                explanation=_explanation(data.get("explanation")),
+                abstention=_abstention(data.get("abstention")),
             )
+
+
+def _opinions(data: Any) -> dict[str, Opinion] | None:
+    if data is None:
+        return None
+    return {
+        str(m): Opinion(str(o["label"]), float(o["probability"]), float(o["fused_label_probability"]))
+        for m, o in data.items()
+    }
+
+
+def _agreement(data: Any) -> Agreement | None:
+    if data is None:
+        return None
+    dissenters = [
+        Dissent(
+            modality=str(d["modality"]),
+            label=str(d["label"]),
+            probability=float(d["probability"]),
+            fused_label_probability=float(d["fused_label_probability"]),
+            margin=float(d["margin"]),
+        )
+        for d in data.get("dissenters", [])
+    ]
+    return Agreement(bool(data["agree"]), _optional_str(data.get("majority")), dissenters)
+
+
+def _explanation(data: Any) -> Explanation | None:
+    if data is None:
+        return None
+    empty, gates = data.get("empty"), data.get("gate_weights")
+    return Explanation(
+        method=str(data["method"]),
+        target=str(data["target"]),
+        label=str(data["label"]),
+        full=float(data["full"]),
+        empty=None if empty is None else float(empty),
+        gate_weights=None if gates is None else {str(k): float(v) for k, v in gates.items()},
+    )
+
+
+def _abstention(data: Any) -> Abstention | None:
+    if data is None:
+        return None
+    return Abstention(
+        reasons=[str(r) for r in data["reasons"]],
+        message=str(data.get("message", "")),
+        label=str(data["label"]),
+        confidence=float(data["confidence"]),
+        min_confidence=float(data["min_confidence"]),
+    )
 
 
 @dataclass(frozen=True, slots=True)

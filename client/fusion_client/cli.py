@@ -7,6 +7,7 @@ that says what to do, and exit status 1 (2 for a wrong command line).
 
 from __future__ import annotations
 
+import enum
 import importlib.machinery
 import importlib.util
 import json
@@ -51,6 +52,13 @@ TimeoutS = Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds to 
 AsJson = Annotated[bool, typer.Option("--json", help="Print the server's JSON instead of a summary.")]
 
 
+class ExplainMethod(enum.StrEnum):
+    """The contribution methods the server knows."""
+
+    shapley = "shapley"
+    leave_one_out = "leave_one_out"
+
+
 def _media_option(flag: str, help: str) -> typer.models.OptionInfo:
     """A file option that typer checks first, so a missing file is a clear usage error."""
     return typer.Option(flag, exists=True, dir_okay=False, readable=True, show_default=False, help=help)
@@ -83,10 +91,23 @@ def predict(
     audio: Annotated[Path | None, _media_option("--audio", "Audio file (WAV, FLAC, OGG).")] = None,
     text: Annotated[str | None, typer.Option("--text", help="Text.", show_default=False)] = None,
     top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="How many labels to show.")] = None,
-    explain: Annotated[bool, typer.Option("--explain", help="Show per-modality contributions.")] = False,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Show each modality's own answer, agreement and contributions.")
+    ] = False,
     model_version: Annotated[
         int | None, typer.Option("--model-version", min=1, help="Model version (default: the latest).")
     ] = None,
+    explain_method: Annotated[
+        ExplainMethod | None,
+        typer.Option("--explain-method", help="Contributions: shapley (default) or leave_one_out."),
+    ] = None,
+    min_confidence: Annotated[
+        float | None,
+        typer.Option("--min-confidence", min=0.0, max=1.0, help="Answer 'uncertain' below this probability."),
+    ] = None,
+    abstain_on_conflict: Annotated[
+        bool, typer.Option("--abstain-on-conflict", help="Answer 'uncertain' when the modalities disagree.")
+    ] = False,
     as_json: AsJson = False,
     url: Url = None,
     api_key: ApiKey = None,
@@ -97,7 +118,16 @@ def predict(
         raise typer.BadParameter("give at least one of --image, --audio, --text")
     with _friendly_errors(url), make_client(url, api_key, timeout) as client:
         answer = client.predict(
-            model, image=image, audio=audio, text=text, top_k=top_k, explain=explain, version=model_version
+            model,
+            image=image,
+            audio=audio,
+            text=text,
+            top_k=top_k,
+            explain=explain,
+            version=model_version,
+            explain_method=None if explain_method is None else explain_method.value,
+            min_confidence=min_confidence,
+            abstain_on_conflict=abstain_on_conflict,
         )
     typer.echo(json.dumps(answer.raw, indent=2) if as_json else format_prediction(answer))
 
@@ -165,17 +195,48 @@ def run_module(args: list[str], env: dict[str, str]) -> int:
 def format_prediction(answer: Prediction) -> str:
     """A few lines a person reads at a glance."""
     top = answer.probabilities[0].probability if answer.probabilities else float("nan")
-    lines = [f"{answer.model} v{answer.version}: {answer.label}  (p={top:.3f})"]
+    if answer.abstention is not None:
+        a = answer.abstention
+        head = f"uncertain ({', '.join(a.reasons)}): {a.message}; best guess {a.label} (p={a.confidence:.3f})"
+    else:
+        head = f"{answer.label}  (p={top:.3f})"
+    lines = [f"{answer.model} v{answer.version}: {head}"]
     width = max((len(p.label) for p in answer.probabilities), default=1)
     for p in answer.probabilities:
         lines.append(f"  {p.label:>{width}}  {p.probability:.3f}  {'#' * round(p.probability * 30)}")
     used = ", ".join(answer.modalities_used) or "-"
     missing = ", ".join(answer.modalities_missing) or "-"
     lines.append(f"used: {used}   missing: {missing}")
+    lines.extend(_trust_lines(answer))
+    return "\n".join(lines)
+
+
+def _trust_lines(answer: Prediction) -> list[str]:
+    """Opinions, agreement, contributions and gate weights, when the server sent them."""
+    lines = []
+    if answer.opinions is not None:
+        parts = ", ".join(f"{m} {o.label} (p={o.probability:.3f})" for m, o in answer.opinions.items())
+        lines.append(f"each alone: {parts}")
+    if answer.agreement is not None:
+        g = answer.agreement
+        said = "yes" if g.agree else "NO"
+        dissent = "; ".join(
+            f"{d.modality} says {d.label} (p={d.probability:.3f}; "
+            f"p of the answer {d.fused_label_probability:.3f})"
+            for d in g.dissenters
+        )
+        lines.append(f"agree: {said}" + (f"  dissent: {dissent}" if dissent else ""))
     if answer.contributions is not None:
         parts = ", ".join(f"{name} {value:+.3f}" for name, value in answer.contributions.items())
+        e = answer.explanation
+        if e is not None and e.empty is not None:
+            target = "log p" if e.target == "log_probability" else "p"
+            parts += f"  ({target}({e.label}) = {e.empty:.3f} with none + these = {e.full:.3f})"
         lines.append(f"contributions ({answer.explain_method}): {parts}")
-    return "\n".join(lines)
+    if answer.explanation is not None and answer.explanation.gate_weights:
+        parts = ", ".join(f"{m} {w:.3f}" for m, w in answer.explanation.gate_weights.items())
+        lines.append(f"gate weights: {parts}")
+    return lines
 
 
 def format_models(found: list[ModelSummary]) -> str:

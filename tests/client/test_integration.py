@@ -94,7 +94,13 @@ def test_a_missing_modality_is_a_normal_request_and_explain_names_the_rest(serve
         answer = client.predict("gated", text="sieben", audio=tone(), explain=True)
     assert answer.modalities_used == ["audio", "text"] and answer.modalities_missing == ["image"]
     assert answer.contributions is not None and set(answer.contributions) == {"audio", "text"}
-    assert answer.explain_method in {"leave_one_out", "gate_weights"}
+    assert answer.explain_method == "shapley" and answer.explanation is not None
+    assert answer.explanation.gate_weights is not None and set(answer.explanation.gate_weights) == {
+        "audio",
+        "text",
+    }
+    assert answer.opinions is not None and set(answer.opinions) == {"audio", "text"}
+    assert answer.agreement is not None and answer.status == "ok"
 
 
 def test_predict_many_keeps_request_order(server: str, media: dict[str, Path]) -> None:
