@@ -44,6 +44,7 @@ from app.v2 import (
     to_model_inputs,
 )
 from app.v2.adapt import count_rows
+from app.v2.explain import EXPLANATION, run_explained, trust_plan
 from app.v2.schemas import InferRequest
 
 INLINE_DECODE_BYTES = 256 * 1024
@@ -230,12 +231,13 @@ class InferenceService:
             parsed = parse_infer_request(body, header_length, max_rows=limit)
         async with self.repository.serving(name, version) as runtime:
             manifest = runtime.serving_manifest()
-            check_outputs(parsed, [o.name for o in manifest.outputs])
+            plan = trust_plan(manifest, parsed.parameters, self.settings.min_confidence)
+            check_outputs(parsed, [o.name for o in manifest.outputs] + ([EXPLANATION] if plan else []))
             if count_rows(parsed.inputs) > INLINE_V2_ROWS:
                 inputs = await asyncio.to_thread(self._adapt_v2, runtime, parsed)
             else:
                 inputs = self._adapt_v2(runtime, parsed)
-            outputs = await runtime.batcher.submit(inputs)
+            outputs = await run_explained(runtime.batcher.submit, manifest, inputs, plan)
         return encode_infer_response(
             parsed, outputs, model_name=name, model_version=runtime.version, labels=manifest.labels
         )

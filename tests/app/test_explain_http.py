@@ -11,6 +11,7 @@ five -> 5" of the same issue).
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,8 +24,10 @@ import pytest_asyncio
 
 from app.config import Settings
 from app.manifest import DecodeParams
+from app.media import encode_text
 from tests.app import fakes
 from tests.app.conftest import serve
+from tests.app.v2_helpers import json_request
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -240,3 +243,68 @@ async def test_multipart_takes_the_new_options(client: httpx.AsyncClient) -> Non
     assert response.status_code == 200, response.text
     answer = response.json()
     assert answer["explain_method"] == "leave_one_out" and answer["status"] == "uncertain"
+
+
+# -- the same through V2: request parameters in, an `explanation` output out ----------------------
+
+
+def v2_tensors(image: int, audio: int, text: int) -> dict[str, np.ndarray]:
+    return {
+        "image": np.full((1, 28, 28), 25 * image + 10, dtype=np.uint8),
+        "audio": np.full((1, 16000), audio / 10, dtype=np.float32),
+        "text": np.stack([encode_text(f"{text} vote")]),
+        "mask": np.ones((1, 3), dtype=np.float32),
+    }
+
+
+async def infer(client: httpx.AsyncClient, model: str, doc: dict[str, Any], status: int = 200) -> Any:
+    response = await client.post(f"/v2/models/{model}/infer", json=doc)
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+def outputs_of(doc: dict[str, Any]) -> dict[str, Any]:
+    return {o["name"]: o for o in doc["outputs"]}
+
+
+async def test_v2_parameters_add_an_explanation_output_and_keep_the_logits(client: httpx.AsyncClient) -> None:
+    tensors = v2_tensors(image=3, audio=3, text=5)
+    plain = outputs_of(await infer(client, "vote", json_request(tensors)))
+    assert set(plain) == {"logits"}
+    asked = {"parameters": {"explain": True, "abstain_on_conflict": True}}
+    doc = await infer(client, "vote", json_request(tensors, **asked))
+    out = outputs_of(doc)
+    assert out["logits"]["shape"] == [1, 10] and out["logits"]["data"] == pytest.approx(
+        plain["logits"]["data"]
+    )
+    assert out["explanation"]["datatype"] == "BYTES" and out["explanation"]["shape"] == [1]
+    row = json.loads(out["explanation"]["data"][0])
+    v1 = await predict(
+        client, "vote", explained(fakes.vote_payload(image=3, audio=3, text=5), abstain_on_conflict=True)
+    )
+    for key in ("status", "label", "opinions", "agreement", "explanation", "abstention", "explain_method"):
+        assert row[key] == v1[key], key
+    assert row["contributions"] == pytest.approx(v1["contributions"], abs=1e-6)
+    assert row["status"] == "uncertain" and row["abstention"]["reasons"] == ["conflict"]
+
+
+async def test_v2_min_confidence_alone_and_output_selection(client: httpx.AsyncClient) -> None:
+    tensors = v2_tensors(image=3, audio=7, text=5)
+    doc = await infer(
+        client,
+        "vote",
+        json_request(tensors, parameters={"min_confidence": 0.99}, outputs=[{"name": "explanation"}]),
+    )
+    (only,) = doc["outputs"]
+    row = json.loads(only["data"][0])
+    assert row["status"] == "uncertain" and row["label"] is None and row["opinions"] is None
+    assert row["abstention"]["reasons"] == ["low_confidence"]
+
+
+async def test_v2_refuses_bad_parameters_and_an_unasked_explanation(client: httpx.AsyncClient) -> None:
+    tensors = v2_tensors(image=1, audio=1, text=1)
+    for parameters in ({"explain": "yes"}, {"min_confidence": 2}, {"explain_method": "lime"}):
+        doc = await infer(client, "vote", json_request(tensors, parameters=parameters), status=400)
+        assert "parameters." in doc["error"]
+    doc = await infer(client, "vote", json_request(tensors, outputs=[{"name": "explanation"}]), status=400)
+    assert "explanation" in doc["error"]

@@ -1,0 +1,108 @@
+"""Opinions, Shapley values, agreement and abstention through the V2 protocol (docs/v2.md).
+
+A V2 request asks for them with request ``parameters``: ``explain`` (bool), ``explain_method``
+(``shapley`` or ``leave_one_out``), ``min_confidence`` (0..1; the server's
+``FUSION_MIN_CONFIDENCE`` when left out) and ``abstain_on_conflict`` (bool). The response then
+carries one more output, ``explanation``: ``BYTES`` ``[B]``, one JSON object per row holding the
+friendly answer's fields (``status``, ``label``, ``opinions``, ``agreement``, ``contributions``,
+``explanation``, ``abstention``, ...). The model's own outputs are unchanged: the coalition rows
+(:mod:`app.explain`) ride in the same onnxruntime batch and are cut off before encoding.
+A request without those parameters runs exactly as before.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from app.explain import EXPLAIN_METHODS, AnswerPlan
+from app.inputs import assemble
+from app.manifest import Manifest
+from app.media import MODALITIES
+from app.outputs import postprocess
+from app.v2.errors import V2Error
+
+EXPLANATION = "explanation"
+PARAMETERS = ("explain", "explain_method", "min_confidence", "abstain_on_conflict")
+FIELDS = (
+    "status",
+    "label",
+    "label_index",
+    "explain_method",
+    "contributions",
+    "opinions",
+    "agreement",
+    "explanation",
+    "abstention",
+)
+Tensors = dict[str, np.ndarray]
+Submit = Callable[[Tensors], Awaitable[Mapping[str, np.ndarray]]]
+
+
+def trust_plan(
+    manifest: Manifest, parameters: Mapping[str, Any], default_min_confidence: float
+) -> AnswerPlan | None:
+    """The plan the request's parameters ask for, or ``None`` when they ask for none of it.
+
+    Raises:
+        V2Error: a parameter of the wrong type or out of range (named).
+    """
+    if not any(p in parameters for p in PARAMETERS):
+        return None
+    explain = _flag(parameters, "explain")
+    method = parameters.get("explain_method", "shapley")
+    if method not in EXPLAIN_METHODS:
+        raise V2Error(f"parameters.explain_method must be one of {list(EXPLAIN_METHODS)}, got {method!r}")
+    min_confidence = parameters.get("min_confidence", default_min_confidence)
+    if (
+        isinstance(min_confidence, bool)
+        or not isinstance(min_confidence, int | float)
+        or not 0 <= min_confidence <= 1
+    ):
+        raise V2Error(f"parameters.min_confidence must be a number from 0 to 1, got {min_confidence!r}")
+    return AnswerPlan.build(
+        manifest,
+        explain=explain,
+        method=method,
+        min_confidence=float(min_confidence),
+        abstain_on_conflict=_flag(parameters, "abstain_on_conflict"),
+    )
+
+
+def _flag(parameters: Mapping[str, Any], name: str) -> bool:
+    value = parameters.get(name, False)
+    if not isinstance(value, bool):
+        raise V2Error(f"parameters.{name} must be true or false, got {value!r}")
+    return value
+
+
+async def run_explained(
+    submit: Submit, manifest: Manifest, inputs: Tensors, plan: AnswerPlan | None
+) -> Mapping[str, np.ndarray]:
+    """Run ``inputs`` through ``submit``; with a plan, add the coalition rows and the explanation output.
+
+    The request's own rows go in unchanged (rows ``0..B-1``), so the model's outputs are those a
+    request without the parameters gets; coalition rows follow them in the same batch.
+    """
+    if plan is None:
+        return await submit(inputs)
+    n = len(next(iter(inputs.values())))
+    mask = inputs["mask"] if "mask" in inputs else np.ones((n, len(MODALITIES)), dtype=np.float32)
+    rows = [
+        {m: inputs[m][r] for j, m in enumerate(MODALITIES) if m in inputs and mask[r, j] > 0}
+        for r in range(n)
+    ]
+    expanded, layout = assemble(manifest, rows, plan.coalitions if plan.extra_rows else None)
+    for name, tensor in inputs.items():
+        expanded[name][:n] = tensor
+    outputs = await submit(expanded)
+    answers = postprocess(manifest, outputs, layout, top_k=1, plan=plan)
+    explained = {name: np.asarray(array)[:n] for name, array in outputs.items()}
+    docs = [{k: v for k, v in answer.to_dict().items() if k in FIELDS} for answer in answers]
+    explained[EXPLANATION] = np.array(
+        [json.dumps(d, separators=(",", ":")).encode() for d in docs], dtype=object
+    )
+    return explained
