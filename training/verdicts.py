@@ -19,6 +19,11 @@ def _value(m: Mapping[str, Any], tier: str, key: str = "accuracy") -> float | No
     return float(stat["value"]) if stat and stat.get("n") else None
 
 
+def _by_model(models: Mapping[str, Any], tier: str, key: str = "accuracy") -> dict[str, float]:
+    """``{model: value}`` for the models that measured ``key`` on ``tier``."""
+    return {n: v for n, m in models.items() if (v := _value(m, tier, key)) is not None}
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
@@ -46,13 +51,13 @@ def targets(ev: Ev) -> list[Target]:
     models = ev["models"]
     fusions = {n: m for n, m in models.items() if m["fusion"] != "unimodal"}
     rows: list[Target] = []
-    audio = {n: v for n, m in models.items() if (v := _value(m, "unseen_speakers", "audio_only")) is not None}
+    audio = _by_model(models, "unseen_speakers", "audio_only")
     if audio:
         best = max(audio, key=lambda n: audio[n])
         rows.append(
             ("unseen voices, audio alone >= 85%", audio[best] >= 0.85, f"best `{best}` {_pct(audio[best])}%")
         )
-    clean = {n: v for n, m in fusions.items() if (v := _value(m, "clean")) is not None}
+    clean = _by_model(fusions, "clean")
     if clean:
         detail = ", ".join(f"`{n}` {_pct(v)}" for n, v in clean.items())
         rows.append(
@@ -132,7 +137,7 @@ def choose(ev: Ev) -> list[str]:
         return []
     lines: list[str] = []
     for tier, what in (("benchmark", "noisy inputs (benchmark)"), ("clean", "clean inputs")):
-        acc = {n: v for n, m in fusions.items() if (v := _value(m, tier)) is not None}
+        acc = _by_model(fusions, tier)
         if not acc:
             continue
         best = max(acc, key=lambda n: acc[n])
@@ -173,18 +178,14 @@ def choose(ev: Ev) -> list[str]:
 def _real_inputs(ev: Ev) -> list[str]:
     """The unseen-voice and people's-image facts: what a new user's own inputs will meet."""
     lines = []
-    audio = {
-        n: v for n, m in ev["models"].items() if (v := _value(m, "unseen_speakers", "audio_only")) is not None
-    }
+    audio = _by_model(ev["models"], "unseen_speakers", "audio_only")
     if audio:
         best = max(audio, key=lambda n: audio[n])
         lines.append(
             f"- **A voice it never heard (audio alone):** `{best}` ({_pct(audio[best])}%); "
             f"the worst audio path is `{min(audio, key=lambda n: audio[n])}` ({_pct(min(audio.values()))}%)."
         )
-    people = {
-        n: v for n, m in ev["models"].items() if (v := _value(m, "people_images", "image_only")) is not None
-    }
+    people = _by_model(ev["models"], "people_images", "image_only")
     if people:
         best = max(people, key=lambda n: people[n])
         lines.append(
