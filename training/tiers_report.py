@@ -47,14 +47,12 @@ def _tier(m: Mapping[str, Any], tier: str) -> Mapping[str, Any]:
 
 
 def tiers_section(ev: Ev) -> list[str]:
-    """Accuracy per tier, and the audio-only / image-only paths the targets name."""
+    """Accuracy per tier, and the audio-only / image-only paths the targets name (when measured)."""
     tiers = [t for t in TIERS if t in ev["tiers"]]
+    voices, people = "unseen_speakers" in tiers, {"people_images", "clean"} <= set(tiers)
     sizes = ", ".join(f"{t} {n}" for t, n in ev["tiers"].items())
-    head = [f"{t} %" for t in tiers] + [
-        "unseen voices, audio only %",
-        "people images, image only %",
-        "vs clean",
-    ]
+    head = [f"{t} %" for t in tiers]
+    head += ["unseen voices, audio only %"] * voices + ["people images, image only %", "vs clean"] * people
     lines = [
         "## Tiers (all of the model's modalities present; 95% bootstrap intervals)",
         "",
@@ -65,11 +63,12 @@ def tiers_section(ev: Ev) -> list[str]:
     ]
     for name, m in ev["models"].items():
         cells = [ci(_tier(m, t).get("accuracy")) for t in tiers]
-        cells.append(ci(_tier(m, "unseen_speakers").get("audio_only")))
-        people, clean = _tier(m, "people_images").get("image_only"), _tier(m, "clean").get("image_only")
-        cells.append(ci(people))
-        ratio = people["value"] / clean["value"] if people and clean and clean["value"] else None
-        cells.append(f"{100 * ratio:.0f}%" if ratio is not None else "")
+        if voices:
+            cells.append(ci(_tier(m, "unseen_speakers").get("audio_only")))
+        if people:
+            drawn, clean = _tier(m, "people_images").get("image_only"), _tier(m, "clean").get("image_only")
+            ratio = drawn["value"] / clean["value"] if drawn and clean and clean["value"] else None
+            cells += [ci(drawn), f"{100 * ratio:.0f}%" if ratio is not None else ""]
         lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
     return lines
 

@@ -128,3 +128,19 @@ def test_seeds_command_needs_a_tier_evaluated_repository(tmp_path: Path) -> None
 def test_reliability_plot_leaves_out_bins_too_small_to_mean_anything() -> None:
     rel = {"confidence": [0.2, 0.5, 0.9], "accuracy": [0.0, 0.5, 0.9], "count": [3, 40, 500]}
     assert tiers_report._solid_bins(rel) == ([0.5, 0.9], [0.5, 0.9])
+
+
+def test_a_benchmark_only_evaluation_reports_what_it_has(tmp_path: Path) -> None:
+    """A user data set has no tiers: no conflict table, no tier targets, still margins and advice."""
+    dirs = [
+        write_oracle(tmp_path, "late", "late", ALL),
+        write_oracle(tmp_path, "text_only", "unimodal", ["text"]),
+    ]
+    ev = evaluate_repository(dirs, {"benchmark": dataset(np.arange(50) % 10)}, n_boot=50)
+    report = write_report([], tmp_path, {"evaluation": ev}).read_text()
+    assert "| model | benchmark % |\n" in report and "## Modality conflicts" not in report
+    assert "| `late` | text | 100.0 [100.0, 100.0] | `text_only` | +0.0 [+0.0, +0.0] | ok |" in report
+    assert (
+        "unseen voices, audio alone" not in report
+        and "**Best on noisy inputs (benchmark):** `late`" in report
+    )
