@@ -15,16 +15,11 @@ from pydantic import SecretStr
 from app.config import Settings
 from app.errors import Forbidden, Unauthorized
 from app.metrics import Metrics
-from app.repository import ModelRepository
 from app.service import InferenceService
 
 
 async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
-
-
-async def get_repository(request: Request) -> ModelRepository:
-    return request.app.state.repository
 
 
 async def get_service(request: Request) -> InferenceService:
@@ -36,7 +31,6 @@ async def get_metrics(request: Request) -> Metrics:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-RepositoryDep = Annotated[ModelRepository, Depends(get_repository)]
 ServiceDep = Annotated[InferenceService, Depends(get_service)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
