@@ -142,6 +142,11 @@ class AnswerPlan:
         )
 
     @property
+    def may_abstain(self) -> bool:
+        """Whether an answer can come back uncertain under this plan."""
+        return self.min_confidence > 0 or self.abstain_on_conflict
+
+    @property
     def extra_rows(self) -> bool:
         """Whether any sample may need coalition rows (a plain request needs none)."""
         return self.method is not None or self.opinions

@@ -85,6 +85,12 @@ class Layout:
     rows: list[dict[int, int]]
 
 
+_BITS = {m: 1 << j for j, m in enumerate(MODALITIES)}
+_MASK_ROWS = np.array(
+    [[bits >> j & 1 for j in range(len(MODALITIES))] for bits in range(1 << len(MODALITIES))],
+    dtype=np.float32,
+)
+"""The ``mask`` row of each coalition (bit set), indexed by it."""
 Coalitions = Callable[[Sequence[str]], Iterable[int]]
 """A sample's present modalities -> the extra coalitions it needs (:meth:`AnswerPlan.coalitions`)."""
 
@@ -197,7 +203,7 @@ def assemble(
     plain request (``None``) gets exactly one row per sample.
     """
     present = [[m for m in MODALITIES if m in sample] for sample in decoded]
-    full = [sum(1 << j for j, m in enumerate(MODALITIES) if m in sample) for sample in decoded]
+    full = [sum([_BITS[m] for m in mods]) for mods in present]
     rows: list[tuple[int, int]] = list(enumerate(full))
     index: list[dict[int, int]] = [{bits: i} for i, bits in enumerate(full)]
     if coalitions is not None:
@@ -210,15 +216,11 @@ def assemble(
         if spec.name == "mask":
             continue
         column = np.zeros((len(rows), *spec.shape[1:]), dtype=spec.dtype)
-        bit = 1 << MODALITIES.index(spec.name)
+        bit = _BITS[spec.name]
         for r, (i, bits) in enumerate(rows):
-            tensor = decoded[i].get(spec.name)
-            if tensor is not None and bits & bit:
-                column[r] = tensor
+            if bits & bit:  # only coalitions of the sample's own modalities are ever made
+                column[r] = decoded[i][spec.name]
         inputs[spec.name] = column
     if manifest.has_mask:
-        mask = np.zeros((len(rows), len(MODALITIES)), dtype=np.float32)
-        for r, (_, bits) in enumerate(rows):
-            mask[r] = [bits >> j & 1 for j in range(len(MODALITIES))]
-        inputs["mask"] = mask
+        inputs["mask"] = _MASK_ROWS[[bits for _, bits in rows]]
     return inputs, Layout(present, index)

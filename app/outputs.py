@@ -105,7 +105,7 @@ def postprocess(
             if gates is not None and plan.explain:
                 extra["explanation"]["gate_weights"] = _gate_weights(gates[i], present)
         agreed = extra["agreement"]["agree"] if extra.get("agreement") else None
-        abstained = abstention(plan, float(p[best]), labels[best], agreed)
+        abstained = abstention(plan, float(p[best]), labels[best], agreed) if plan.may_abstain else None
         answers.append(
             Prediction(
                 model=manifest.name,
