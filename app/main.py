@@ -18,7 +18,12 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.api.handlers import install_handlers
-from app.api.middleware import BodyLimitMiddleware, MetricsMiddleware
+from app.api.middleware import (
+    BodyGuardMiddleware,
+    InflightBudget,
+    MetricsMiddleware,
+    RequestGateMiddleware,
+)
 from app.api.openapi import install_openapi
 from app.api.request_id import RequestIdMiddleware
 from app.api.routes import health, v1, v2
@@ -81,7 +86,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics_routes.router)
     app.include_router(v1.router)
     app.include_router(v2.router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.state.draining = False  # set on SIGTERM by app.server: readiness turns 503
+    app.add_middleware(
+        BodyGuardMiddleware,
+        max_bytes=settings.max_body_bytes,
+        budget=InflightBudget(settings.max_inflight_bytes),
+        timeout_s=settings.body_timeout_s,
+    )
+    app.add_middleware(RequestGateMiddleware, state=app.state)
     app.add_middleware(MetricsMiddleware, metrics=metrics, repository=repository)
     if settings.cors_origins:  # off by default: no CORS headers, so browsers keep other sites out
         app.add_middleware(
@@ -98,8 +110,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def run() -> None:
-    """Serve with uvicorn on ``FUSION_HOST``:``FUSION_PORT`` (what ``python -m app`` does)."""
-    import uvicorn
+    """Serve on ``FUSION_HOST``:``FUSION_PORT`` with the limits and shutdown of :mod:`app.server`."""
+    from app.server import serve
 
     try:
         settings = load_settings()
@@ -107,14 +119,7 @@ def run() -> None:
     except ConfigError as exc:
         print(f"fusionserve: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=settings.access_log,
-        server_header=False,
-    )
+    serve(app, settings)
 
 
 def _configure_logging(level: str) -> None:
