@@ -4,7 +4,9 @@ One server (pinned to core 0) with the committed models; this process sends from
 request at a time over a kept-alive connection. The README's request (PNG + WAV + text, JSON
 base64) goes in as is ("plain") and with each option set; the variants are interleaved in short
 blocks, round after round, so a load change on a shared machine hits all of them alike. Prints
-p50 / p90 latency per variant and model, the ratio to plain, and the rows each variant runs.
+p10 / p50 / p90 latency per variant and model, the ratios to plain (on a loaded machine the
+fastest decile is the better estimate of the cost), the rows each variant runs, and what one
+onnxruntime run of that many rows costs alone (fastest decile, one thread, pinned like the client).
 
 Target (issue 12): a plain request costs what it did; ``explain=true`` at c=1 <= 1.5x plain.
 """
@@ -20,6 +22,9 @@ import statistics
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import onnxruntime as ort
 
 from bench.__main__ import SERVER_ENV, payload
 from bench.server import ROOT, ServerProcess
@@ -66,6 +71,26 @@ def measure(url: str, models: list[str], rounds: int, block: int) -> dict[tuple[
     return times
 
 
+def model_alone(models_dir: Path, model: str, rows: int, repeats: int = 300) -> float:
+    """Fastest-decile ms of one onnxruntime run of ``rows`` rows (one thread): the floor of a variant."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(models_dir / model / "1" / "model.onnx"), options)
+    rng = np.random.default_rng(0)
+    feed = {
+        "image": rng.integers(0, 256, (rows, 28, 28), dtype=np.uint8),
+        "audio": rng.uniform(-0.5, 0.5, (rows, 16000)).astype(np.float32),
+        "text": rng.integers(0, 256, (rows, 64), dtype=np.uint8),
+        "mask": np.ones((rows, 3), dtype=np.float32),
+    }
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        session.run(None, feed)
+        times.append((time.perf_counter() - started) * 1000)
+    return sorted(times)[len(times) // 10]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -89,14 +114,20 @@ def main() -> None:
         f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
     print()
-    print("| model | variant | rows | p50 ms | p90 ms | p50 / plain |")
-    print("|---|---|---:|---:|---:|---:|")
+    print(
+        "| model | variant | rows | p10 ms | p50 ms | p90 ms | p10 / plain | p50 / plain | model alone ms |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for model in models:
-        plain = statistics.median(times[(model, "plain")])
+        plain = sorted(times[(model, "plain")])
         for name, (_, rows) in VARIANTS.items():
             t = sorted(times[(model, name)])
-            p50, p90 = statistics.median(t), t[int(0.9 * (len(t) - 1))]
-            print(f"| {model} | {name} | {rows} | {p50:.2f} | {p90:.2f} | {p50 / plain:.2f} |")
+            p10, p50, p90 = t[len(t) // 10], statistics.median(t), t[int(0.9 * (len(t) - 1))]
+            ratios = f"{p10 / plain[len(plain) // 10]:.2f} | {p50 / statistics.median(plain):.2f}"
+            alone = model_alone(args.models_dir, model, rows)
+            print(
+                f"| {model} | {name} | {rows} | {p10:.2f} | {p50:.2f} | {p90:.2f} | {ratios} | {alone:.2f} |"
+            )
 
 
 if __name__ == "__main__":
