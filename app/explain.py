@@ -13,8 +13,13 @@ other modalities zeroed and masked out. One sample's coalition rows are made onc
   probability of the fused answer's label; the values sum exactly to ``full - empty``;
 - **leave-one-out** (``explain_method: "leave_one_out"``): the coalitions with one modality out.
 
+The empty coalition's row is all zeros with an all-zero mask: a constant of the model file. Its
+answer is kept per model file (:class:`EmptyCoalition`, keyed by the ONNX sha256 that the runtime
+checks at load) after the first Shapley request, so later ones run one row fewer.
+
 Models without a ``mask`` input (the unimodal baselines) add no rows: their one modality's opinion
-is the answer itself. See ``docs/api.md`` for the JSON.
+is the answer itself. Agreement and abstention are in :mod:`app.agreement`; the JSON is in
+``docs/api.md``.
 """
 
 from __future__ import annotations
@@ -27,14 +32,12 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from app.agreement import DIGITS, agreement
 from app.manifest import Manifest
 from app.media import MODALITIES
 
 ExplainMethod = Literal["shapley", "leave_one_out"]
 EXPLAIN_METHODS: tuple[str, ...] = ("shapley", "leave_one_out")
-DIGITS = 6
-LOW_CONFIDENCE = "low_confidence"
-CONFLICT = "conflict"
 
 
 def bit_set(modalities: Sequence[str]) -> int:
@@ -75,6 +78,29 @@ def shapley(value: Mapping[int, float], players: Sequence[int]) -> dict[int, flo
     return phi
 
 
+class EmptyCoalition:
+    """The empty coalition's log-probabilities per model file, learnt from the first request that ran it.
+
+    Keyed by name, version and ``onnx_sha256`` (checked against the file at load); a manifest
+    without a sha256 is never cached. One row of 10 floats per model file ever served.
+    """
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, int, str], np.ndarray] = {}
+
+    def get(self, manifest: Manifest) -> np.ndarray | None:
+        """The cached row, if known."""
+        return self._rows.get((manifest.name, manifest.version, manifest.onnx_sha256))
+
+    def put(self, manifest: Manifest, log_probs: np.ndarray) -> None:
+        """Remember the row (a copy), for a manifest that names its file's sha256."""
+        if manifest.onnx_sha256:
+            self._rows[(manifest.name, manifest.version, manifest.onnx_sha256)] = np.array(log_probs)
+
+
+EMPTY = EmptyCoalition()
+
+
 class PlanOptions(Protocol):
     """The predict options a plan reads (:class:`app.service.PredictOptions`)."""
 
@@ -99,6 +125,7 @@ class AnswerPlan:
         min_confidence: below this fused probability the answer abstains (0 = never).
         abstain_on_conflict: abstain when the present modalities' opinions disagree.
         masked: whether the model takes a ``mask`` (only then can coalitions be run).
+        empty: the empty coalition's cached log-probabilities (Shapley), ``None`` = run its row.
     """
 
     method: ExplainMethod | None
@@ -107,6 +134,7 @@ class AnswerPlan:
     min_confidence: float
     abstain_on_conflict: bool
     masked: bool
+    empty: np.ndarray | None = None
 
     @classmethod
     def build(
@@ -120,6 +148,7 @@ class AnswerPlan:
     ) -> AnswerPlan:
         """The plan for one request to the model of ``manifest``."""
         masked = manifest.has_mask
+        shapley = explain and masked and method == "shapley"
         return cls(
             method=method if explain and masked else None,
             explain=explain,
@@ -127,6 +156,7 @@ class AnswerPlan:
             min_confidence=min_confidence,
             abstain_on_conflict=abstain_on_conflict,
             masked=masked,
+            empty=EMPTY.get(manifest) if shapley else None,
         )
 
     @classmethod
@@ -163,6 +193,8 @@ class AnswerPlan:
         if self.opinions:
             wanted.update(singles)
         wanted.discard(full)
+        if self.empty is not None:
+            wanted.discard(0)
         return wanted
 
 
@@ -204,6 +236,9 @@ def explain_sample(
         out["agreement"] = agreement(opinions, labels[best])
     if plan.method == "shapley":
         value = {s: float(log_probs[r, best]) for s, r in rows.items()}
+        if 0 not in value:
+            assert plan.empty is not None  # the plan left the empty row out because it knew it
+            value[0] = float(plan.empty[best])
         phi = shapley(value, [1 << MODALITIES.index(m) for m in present])
         out["contributions"] = {m: round(phi[1 << MODALITIES.index(m)], DIGITS) for m in present}
         out["explanation"] = _explanation("shapley", "log_probability", labels[best], value[full], value[0])
@@ -238,62 +273,4 @@ def _opinion(log_probs: np.ndarray, labels: Sequence[str], best: int) -> dict[st
         "label": labels[own],
         "probability": round(math.exp(log_probs[own]), DIGITS),
         "fused_label_probability": round(math.exp(log_probs[best]), DIGITS),
-    }
-
-
-def agreement(opinions: Mapping[str, Mapping[str, Any]], fused_label: str) -> dict[str, Any]:
-    """Whether the opinions agree; who dissents from the fused answer, and by how much.
-
-    ``agree`` is true when every present modality alone names the same label (the flag of the
-    report's conflict table). ``majority`` is the label more than half of them name, else null.
-    A *dissenter* is a modality whose own label is not the fused one; ``margin`` is how much more
-    it believes its own label than the fused one (its probability of each, 0..1).
-    """
-    names = [o["label"] for o in opinions.values()]
-    counts = {label: names.count(label) for label in names}
-    top = max(counts, key=lambda label: counts[label])
-    dissenters = [
-        {
-            "modality": m,
-            "label": o["label"],
-            "probability": o["probability"],
-            "fused_label_probability": o["fused_label_probability"],
-            "margin": round(o["probability"] - o["fused_label_probability"], DIGITS),
-        }
-        for m, o in opinions.items()
-        if o["label"] != fused_label
-    ]
-    return {
-        "agree": len(counts) == 1,
-        "majority": top if 2 * counts[top] > len(names) else None,
-        "dissenters": dissenters,
-    }
-
-
-def abstention(plan: AnswerPlan, confidence: float, label: str, agreed: bool | None) -> dict[str, Any] | None:
-    """Why the answer is "uncertain", or ``None`` when it stands.
-
-    Reasons, in this order: ``low_confidence`` (the fused probability is below
-    ``min_confidence``), ``conflict`` (``abstain_on_conflict`` and the opinions disagree).
-    """
-    reasons = []
-    if confidence < plan.min_confidence:
-        reasons.append(LOW_CONFIDENCE)
-    if plan.abstain_on_conflict and agreed is False:
-        reasons.append(CONFLICT)
-    if not reasons:
-        return None
-    said = []
-    if LOW_CONFIDENCE in reasons:
-        said.append(
-            f"the best label {label!r} has p={confidence:.3f} < min_confidence {plan.min_confidence:g}"
-        )
-    if CONFLICT in reasons:
-        said.append("the modalities' own answers disagree")
-    return {
-        "reasons": reasons,
-        "message": "; ".join(said),
-        "label": label,
-        "confidence": round(confidence, DIGITS),
-        "min_confidence": plan.min_confidence,
     }

@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from app.explain import DIGITS, AnswerPlan, abstention, explain_sample, log_probabilities
+from app.agreement import abstention
+from app.explain import DIGITS, EMPTY, AnswerPlan, explain_sample, log_probabilities
 from app.inputs import Layout
 from app.manifest import Manifest
 from app.media import MODALITIES
@@ -101,11 +102,23 @@ def postprocess(
         present = layout.present[i]
         extra: dict[str, Any] = {}
         if log_probs is not None:
+            if plan.method == "shapley" and plan.empty is None and 0 in layout.rows[i]:
+                EMPTY.put(manifest, log_probs[layout.rows[i][0]])
             extra = explain_sample(plan, log_probs, layout.rows[i], present, labels, best)
             if gates is not None and plan.explain:
                 extra["explanation"]["gate_weights"] = _gate_weights(gates[i], present)
         agreed = extra["agreement"]["agree"] if extra.get("agreement") else None
-        abstained = abstention(plan, float(p[best]), labels[best], agreed) if plan.may_abstain else None
+        abstained = (
+            abstention(
+                float(p[best]),
+                labels[best],
+                agreed,
+                min_confidence=plan.min_confidence,
+                abstain_on_conflict=plan.abstain_on_conflict,
+            )
+            if plan.may_abstain
+            else None
+        )
         answers.append(
             Prediction(
                 model=manifest.name,

@@ -9,7 +9,16 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from app.explain import AnswerPlan, ExplainMethod, abstention, agreement, bit_set, members, shapley
+from app.agreement import abstention, agreement
+from app.explain import (
+    EMPTY,
+    AnswerPlan,
+    ExplainMethod,
+    bit_set,
+    explain_sample,
+    members,
+    shapley,
+)
 from app.inputs import assemble
 from tests.app import fakes
 
@@ -17,6 +26,7 @@ IMAGE, AUDIO, TEXT = 1, 2, 4
 PLAYERS = [IMAGE, AUDIO, TEXT]
 LATE = fakes.make_manifest("late", 1, fakes.ALL)
 UNIMODAL = fakes.make_manifest("image_only", 1, ["image"])
+LABELS = fakes.LABELS
 
 
 def game(v: Callable[[int], float], players: list[int]) -> dict[int, float]:
@@ -157,13 +167,35 @@ def test_agreement_names_the_dissenter_and_its_margin() -> None:
 
 
 def test_abstention_reasons() -> None:
-    plan = AnswerPlan.build(LATE, explain=False, min_confidence=0.6, abstain_on_conflict=True)
-    assert abstention(plan, 0.61, "3", agreed=True) is None
-    low = abstention(plan, 0.4, "3", agreed=True)
+    both_on = {"min_confidence": 0.6, "abstain_on_conflict": True}
+    assert abstention(0.61, "3", True, **both_on) is None
+    low = abstention(0.4, "3", True, **both_on)
     assert low is not None and low["reasons"] == ["low_confidence"] and low["label"] == "3"
     assert low["confidence"] == 0.4 and low["min_confidence"] == 0.6 and "0.400" in low["message"]
-    both = abstention(plan, 0.4, "3", agreed=False)
+    both = abstention(0.4, "3", False, **both_on)
     assert both is not None and both["reasons"] == ["low_confidence", "conflict"]
-    off = AnswerPlan.build(LATE, explain=True)
-    assert abstention(off, 0.0, "3", agreed=False) is None
-    assert math.isclose(off.min_confidence, 0.0)
+    assert abstention(0.0, "3", False, min_confidence=0.0, abstain_on_conflict=False) is None
+    assert abstention(0.9, "3", None, **both_on) is None  # no opinions (one modality): nothing to disagree
+    plan = AnswerPlan.build(LATE, explain=True)
+    assert not plan.may_abstain and math.isclose(plan.min_confidence, 0.0)
+    assert AnswerPlan.build(LATE, explain=False, min_confidence=0.2).may_abstain
+
+
+def test_a_known_empty_coalition_is_not_run_again() -> None:
+    manifest = LATE.model_copy(update={"onnx_sha256": "ab" * 32, "name": "cached"})
+    first = AnswerPlan.build(manifest, explain=True)
+    assert first.empty is None and 0 in first.coalitions(["image", "text"])
+    empty = np.log(np.full(10, 0.1))
+    EMPTY.put(manifest, empty)
+    second = AnswerPlan.build(manifest, explain=True)
+    assert second.coalitions(["image", "text"]) == {IMAGE, TEXT}
+    log_probs = np.log(np.array([[0.1] * 10, [0.05] * 9 + [0.55], [0.1] * 10]))  # full, image, text rows
+    out = explain_sample(
+        second, log_probs, {IMAGE | TEXT: 0, IMAGE: 1, TEXT: 2}, ["image", "text"], LABELS, 9
+    )
+    assert out["explanation"]["empty"] == pytest.approx(np.log(0.1))
+    assert sum(out["contributions"].values()) == pytest.approx(0.0, abs=1e-6)  # full == empty here
+    assert AnswerPlan.build(manifest, explain=True, method="leave_one_out").empty is None
+    unsigned = LATE.model_copy(update={"onnx_sha256": "", "name": "unsigned"})
+    EMPTY.put(unsigned, empty)  # no sha256, no way to tell a changed file: never cached
+    assert AnswerPlan.build(unsigned, explain=True).empty is None

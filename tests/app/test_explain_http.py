@@ -23,7 +23,8 @@ import pytest
 import pytest_asyncio
 
 from app.config import Settings
-from app.manifest import DecodeParams
+from app.explain import EMPTY
+from app.manifest import DecodeParams, Manifest
 from app.media import encode_text
 from tests.app import fakes
 from tests.app.conftest import serve
@@ -42,9 +43,13 @@ def manifest(name: str) -> Any:
     return fakes.make_manifest(name, 1, ALL, fusion="late", decode=DecodeParams(image_normalize=False))
 
 
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("explain_models")
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def client(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[httpx.AsyncClient]:
-    root: Path = tmp_path_factory.mktemp("explain_models")
+async def client(root: Path) -> AsyncIterator[httpx.AsyncClient]:
     fakes.save_graph(root, fakes.build_additive_onnx(WEIGHTS, BIAS), manifest("additive"))
     fakes.save_graph(root, fakes.build_vote_onnx(GAINS), manifest("vote"))
     fakes.save_graph(root, fakes.build_vote_onnx(GAINS, interaction=6.0), manifest("bully"))
@@ -308,3 +313,15 @@ async def test_v2_refuses_bad_parameters_and_an_unasked_explanation(client: http
         assert "parameters." in doc["error"]
     doc = await infer(client, "vote", json_request(tensors, outputs=[{"name": "explanation"}]), status=400)
     assert "explanation" in doc["error"]
+
+
+async def test_the_empty_coalition_is_run_once_per_model_file(client: httpx.AsyncClient, root: Path) -> None:
+    sample = explained(fakes.vote_payload(image=2, audio=5, text=5))
+    first = await predict(client, "vote", sample)
+    cached = EMPTY.get(Manifest.read(root / "vote" / "1" / "manifest.json"))
+    assert cached is not None and cached[first["label_index"]] == pytest.approx(
+        first["explanation"]["empty"], abs=1e-6
+    )
+    again = await predict(client, "vote", sample)  # its empty coalition comes from the cache
+    assert again["contributions"] == pytest.approx(first["contributions"], abs=1e-6)
+    assert again["explanation"]["empty"] == pytest.approx(first["explanation"]["empty"], abs=1e-6)
