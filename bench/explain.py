@@ -34,7 +34,7 @@ VARIANTS: dict[str, tuple[dict[str, Any] | None, int]] = {
     "plain": (None, 1),
     "min_confidence=0.9": ({"min_confidence": 0.9}, 1),
     "abstain_on_conflict": ({"abstain_on_conflict": True}, 4),
-    "explain (shapley)": ({"explain": True}, 8),
+    "explain (shapley)": ({"explain": True}, 7),  # 8 coalitions, the empty one kept after the first
     "explain (leave_one_out)": ({"explain": True, "explain_method": "leave_one_out"}, 7),
 }
 
