@@ -3,7 +3,8 @@
 One server (pinned to core 0) with the committed models; this process sends from core 1, one
 request at a time over a kept-alive connection. The README's request (PNG + WAV + text, JSON
 base64) goes in as is ("plain") and with each option set; the variants are interleaved in short
-blocks, round after round, so a load change on a shared machine hits all of them alike. Prints
+blocks, round after round, in a rotating order, so a load change on a shared machine hits all of
+them alike. Prints
 p10 / p50 / p90 latency per variant and model, the ratios to plain (on a loaded machine the
 fastest decile is the better estimate of the cost), the rows each variant runs, and what one
 onnxruntime run of that many rows costs alone (fastest decile, one thread, pinned like the client).
@@ -55,8 +56,10 @@ def measure(url: str, models: list[str], rounds: int, block: int) -> dict[tuple[
     times: dict[tuple[str, str], list[float]] = {(m, v): [] for m in models for v in VARIANTS}
     headers = {"Content-Type": "application/json"}
     for r in range(rounds + 1):  # round 0 warms up and is dropped
+        order = list(bodies.items())
+        order = order[r % len(order) :] + order[: r % len(order)]  # no variant always first after a switch
         for model in models:
-            for name, data in bodies.items():
+            for name, data in order:
                 for _ in range(block):
                     started = time.perf_counter()
                     conn.request("POST", f"/v1/models/{model}/predict", data, headers)
