@@ -61,7 +61,7 @@ checkov:
 	PYTHON=$(PYTHON) bash deploy/checkov.sh
 
 ## stress: the reliability suite: fuzzing, error isolation, reload/rollback, slow clients, SIGTERM
-## and memory under load, each printing its counts (docs/serving.md; about 15 min; CI runs a short one)
+## and memory under load, each printing its counts (docs/serving.md; ~20 min on 2 cores; CI runs a short one)
 stress: $(VENV)/.dev
 	$(BIN)/python -m bench.stress
 
@@ -74,12 +74,13 @@ lint: $(VENV)/.dev
 ## sysdeps: the system tools the data set and the tests need, each checked and installed on its own
 # (one apt-get call per missing tool, so a tool installed outside apt -- npm from nodesource, say --
 # never drags the others into a "held broken packages" failure). Add a tool as `command:package`;
-# a check starting with / is a file that must exist (festival voices have no command of their own).
+# a check starting with / is a file that must exist (festival voices have no command of their own;
+# dnsname: container names resolve on Podman networks with CNI, for the compose `scale` profile).
 SYSDEPS := espeak-ng:espeak-ng npm:npm flite:flite festival:festival \
   /usr/share/festival/voices/english/kal_diphone:festvox-kallpc16k \
   /usr/share/festival/voices/english/ked_diphone:festvox-kdlpc16k \
   /usr/share/festival/voices/us/cmu_us_slt_arctic_hts:festvox-us-slt-hts \
-  nginx:nginx
+  nginx:nginx /usr/lib/cni/dnsname:golang-github-containernetworking-plugin-dnsname
 sysdeps:
 	@for pair in $(SYSDEPS); do \
 	  cmd=$${pair%%:*}; pkg=$${pair#*:}; \

