@@ -57,8 +57,12 @@ def post(port: int, body: bytes, retries: int = 0) -> tuple[int, int]:
 
 def probe(server: ServerProcess, body: bytes, concurrency: int, retries: int) -> dict[str, float | int]:
     """Send ``concurrency`` copies of ``body`` at once; measure RSS and small-request latency."""
-    for _ in range(20):
+    alone = []
+    for _ in range(40):  # warm up, and the small request's latency with nothing else running
+        started = time.perf_counter()
         post(server.port, SMALL)
+        alone.append((time.perf_counter() - started) * 1000)
+        time.sleep(0.02)
     idle = server.rss_mb()
     peak, done = idle, threading.Event()
     latencies: list[float] = []
@@ -102,8 +106,10 @@ def probe(server: ServerProcess, body: bytes, concurrency: int, retries: int) ->
     counts: dict[str, float | int] = {f"status_{s}": n for s, n in sorted(statuses.items())}
     counts |= {"retried_503": retried, "idle_mb": idle, "peak_mb": peak, "after_mb": after}
     counts |= {
+        "small_alone_p50_ms": statistics.median(alone),
         "small_n": len(latencies),
         "small_p50_ms": statistics.median(latencies) if latencies else float("nan"),
+        "small_p90_ms": sorted(latencies)[int(0.9 * len(latencies))] if latencies else float("nan"),
         "small_max_ms": max(latencies, default=float("nan")),
     }
     return counts
