@@ -12,6 +12,7 @@ A request without those parameters runs exactly as before.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -19,13 +20,15 @@ from typing import Any
 import numpy as np
 
 from app.explain import EXPLAIN_METHODS, AnswerPlan
-from app.inputs import assemble
+from app.inputs import Layout, assemble
 from app.manifest import Manifest
 from app.media import MODALITIES
 from app.outputs import postprocess
 from app.v2.errors import V2Error
 
 EXPLANATION = "explanation"
+INLINE_ROWS = 16
+"""Requests with more rows are expanded and explained in a worker thread."""
 PARAMETERS = ("explain", "explain_method", "min_confidence", "abstain_on_conflict")
 FIELDS = (
     "status",
@@ -90,6 +93,16 @@ async def run_explained(
     if plan is None:
         return await submit(inputs)
     n = len(next(iter(inputs.values())))
+    if n > INLINE_ROWS:  # tens of MB of coalition rows and JSON: keep the event loop free
+        expanded, layout = await asyncio.to_thread(_expand, manifest, inputs, plan, n)
+        outputs = await submit(expanded)
+        return await asyncio.to_thread(_explained, manifest, outputs, layout, plan, n)
+    expanded, layout = _expand(manifest, inputs, plan, n)
+    return _explained(manifest, await submit(expanded), layout, plan, n)
+
+
+def _expand(manifest: Manifest, inputs: Tensors, plan: AnswerPlan, n: int) -> tuple[Tensors, Layout]:
+    """The request's rows unchanged, then each row's coalition rows (its modalities: the mask's 1s)."""
     mask = inputs["mask"] if "mask" in inputs else np.ones((n, len(MODALITIES)), dtype=np.float32)
     rows = [
         {m: inputs[m][r] for j, m in enumerate(MODALITIES) if m in inputs and mask[r, j] > 0}
@@ -98,7 +111,13 @@ async def run_explained(
     expanded, layout = assemble(manifest, rows, plan.coalitions if plan.extra_rows else None)
     for name, tensor in inputs.items():
         expanded[name][:n] = tensor
-    outputs = await submit(expanded)
+    return expanded, layout
+
+
+def _explained(
+    manifest: Manifest, outputs: Mapping[str, np.ndarray], layout: Layout, plan: AnswerPlan, n: int
+) -> Tensors:
+    """The model's outputs for the request's rows, and the ``explanation`` output."""
     answers = postprocess(manifest, outputs, layout, top_k=1, plan=plan)
     explained = {name: np.asarray(array)[:n] for name, array in outputs.items()}
     docs = [{k: v for k, v in answer.to_dict().items() if k in FIELDS} for answer in answers]

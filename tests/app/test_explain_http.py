@@ -325,3 +325,19 @@ async def test_the_empty_coalition_is_run_once_per_model_file(client: httpx.Asyn
     again = await predict(client, "vote", sample)  # its empty coalition comes from the cache
     assert again["contributions"] == pytest.approx(first["contributions"], abs=1e-6)
     assert again["explanation"]["empty"] == pytest.approx(first["explanation"]["empty"], abs=1e-6)
+
+
+async def test_v2_many_rows_are_explained_row_by_row(client: httpx.AsyncClient) -> None:
+    rows = [v2_tensors(image=i % 10, audio=(i + 3) % 10, text=5) for i in range(20)]  # > INLINE_ROWS
+    tensors = {name: np.concatenate([r[name] for r in rows]) for name in rows[0]}
+    doc = await infer(client, "vote", json_request(tensors, parameters={"explain": True}))
+    explanations = [json.loads(e) for e in outputs_of(doc)["explanation"]["data"]]
+    assert len(explanations) == 20 and outputs_of(doc)["logits"]["shape"] == [20, 10]
+    for i in (0, 7, 19):
+        alone = json.loads(
+            outputs_of(await infer(client, "vote", json_request(rows[i], parameters={"explain": True})))[
+                "explanation"
+            ]["data"][0]
+        )
+        assert explanations[i]["opinions"] == alone["opinions"]
+        assert explanations[i]["contributions"] == pytest.approx(alone["contributions"], abs=1e-6)
