@@ -91,7 +91,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         BodyGuardMiddleware,
         max_bytes=settings.max_body_bytes,
         budget=InflightBudget(settings.max_inflight_bytes),
-        timeout_s=settings.body_timeout_s,
     )
     app.add_middleware(RequestGateMiddleware, state=app.state)
     app.add_middleware(MetricsMiddleware, metrics=metrics, repository=repository)

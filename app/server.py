@@ -7,9 +7,10 @@ connected just after the signal got no answer at all. Here:
 
 - :class:`GuardedProtocol`: a new connection is timed out like an idle keep-alive one
   (``keep_alive_timeout_s``); a request's line and headers must arrive within
-  ``header_timeout_s`` of its first byte (else 408 and close); a connection over
-  ``max_connections`` gets 503 and is closed at once. Body-read timeouts are the ASGI
-  middleware's (:class:`app.api.middleware.BodyGuardMiddleware`).
+  ``header_timeout_s`` of its first byte and its body within ``body_timeout_s`` of its headers
+  (else 408 and close); a connection over ``max_connections`` gets 503 and is closed at once.
+  The deadlines cost one timer only while a request is incomplete: none for a request that
+  arrives in one piece.
 - :class:`GracefulServer`: on SIGTERM/SIGINT the app's ``draining`` flag turns readiness 503 at
   once, the listener is closed at once after accepting what the kernel had already queued (so a
   new connection is either refused at connect or answered in full), connections that have not
@@ -57,7 +58,7 @@ def _canned(status: str, message: str, extra: str = "") -> bytes:
     return head.encode() + body
 
 
-REQUEST_TIMEOUT = _canned("408 Request Timeout", "the request headers did not arrive in time")
+HEADERS_TIMEOUT = _canned("408 Request Timeout", "the request headers did not arrive in time")
 TOO_MANY_CONNECTIONS = _canned(
     "503 Service Unavailable", "too many open connections; retry later", "retry-after: 1\r\n"
 )
@@ -68,12 +69,15 @@ class GuardedProtocol(HttpToolsProtocol):
     set by :func:`protocol_class`)."""
 
     header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
     max_connections: int = 1000
+    body_timeout_response: bytes = b""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._served = 0
-        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_timer: asyncio.TimerHandle | None = None  # headers, then body, still arriving
+        self._body_pending = False
         if len(self.connections) > self.max_connections:
             transport.write(TOO_MANY_CONNECTIONS)
             transport.close()
@@ -95,9 +99,20 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._cancel_head_timer()
+        self._body_pending = True  # until on_message_complete; timed only if it needs more data
         super().on_headers_complete()
         if getattr(self.server_state, "draining", False) and self.cycle is not None:
             self.cycle.keep_alive = False  # answer in full, then close
+
+    def on_message_complete(self) -> None:
+        self._body_pending = False
+        self._cancel_head_timer()
+        super().on_message_complete()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._body_pending and self._head_timer is None and not self.transport.is_closing():
+            self._head_timer = self.loop.call_later(self.body_timeout_s, self._body_timed_out)
 
     def on_response_complete(self) -> None:
         self._served += 1
@@ -122,13 +137,28 @@ class GuardedProtocol(HttpToolsProtocol):
     def _head_timed_out(self) -> None:
         self._head_timer = None
         if not self.transport.is_closing():
-            self.transport.write(REQUEST_TIMEOUT)
+            self.transport.write(HEADERS_TIMEOUT)
             self.transport.close()
+
+    def _body_timed_out(self) -> None:
+        """408 unless the app has answered already; closing makes its ``receive`` say disconnect."""
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or not self.cycle.response_started:
+            self.transport.write(self.body_timeout_response)
+        self.transport.close()
 
 
 def protocol_class(settings: Settings) -> type[GuardedProtocol]:
     """:class:`GuardedProtocol` with the limits of ``settings``."""
-    attrs = {"header_timeout_s": settings.header_timeout_s, "max_connections": settings.max_connections}
+    message = f"the request body did not arrive within {settings.body_timeout_s:g} s"
+    attrs = {
+        "header_timeout_s": settings.header_timeout_s,
+        "body_timeout_s": settings.body_timeout_s,
+        "max_connections": settings.max_connections,
+        "body_timeout_response": _canned("408 Request Timeout", message),
+    }
     return type("FusionProtocol", (GuardedProtocol,), attrs)
 
 

@@ -1,5 +1,5 @@
-"""Pure ASGI middleware: request guards (body limit, memory budget, body-read deadline, content
-types, readiness while draining) and per-request metrics.
+"""Pure ASGI middleware: request guards (body limit, memory budget, content types, readiness
+while draining) and per-request metrics.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) keeps the per-request cost to a few microseconds.
 """
@@ -29,12 +29,6 @@ V2_INFER_TYPES = ("application/json", "application/octet-stream")
 
 class ServerBusy(NotReady):
     """The memory budget for request bodies in flight is spent: retry shortly (503, Retry-After)."""
-
-
-class RequestTimeout(FusionError):
-    """The request body did not arrive within ``body_timeout_s`` (408; the connection is closed)."""
-
-    status_code = 408
 
 
 class UnsupportedMediaType(FusionError):
@@ -71,77 +65,66 @@ class InflightBudget:
 
 
 class BodyGuardMiddleware:
-    """Body size limit (413), memory budget (503 + Retry-After) and body-read deadline (408).
+    """Body size limit (413) and memory budget (503 + Retry-After) for large or chunked bodies.
 
     - A declared ``Content-Length`` over ``max_bytes`` fails at the first read, without reading
       anything; a chunked body as soon as the running total passes the limit.
     - A declared body over 64 KiB reserves its length from the shared budget at its first read,
       or fails with 503 before reading; a chunked one reserves as it is read.
-    - The whole body must arrive within ``timeout_s`` of the request's start.
 
-    Errors are raised from ``receive``, so the route's error handler renders them like any other
-    (``{"error": ...}``); 408 and 503 responses also get ``connection: close`` (and 503
-    ``Retry-After``), so a client is not left uploading a body nobody reads.
+    A body declared at 64 KiB or less (the usual request) passes straight through: the HTTP
+    parser holds it to its ``Content-Length``. Errors are raised from ``receive``, so the route's
+    error handler renders them like any other (``{"error": ...}``); 503 responses also get
+    ``Retry-After`` and ``Connection: close``, so a client is not left uploading a body nobody
+    reads. The body-read deadline is the server's (:class:`app.server.GuardedProtocol`).
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, budget: InflightBudget, timeout_s: float) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, budget: InflightBudget) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.budget = budget
-        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
-        limit, budget = self.max_bytes, self.budget
         declared = -1
         for key, value in scope["headers"]:
             if key == b"content-length":
                 declared = int(value) if value.isdigit() else -1
                 break
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout_s
+        if 0 <= declared <= SMALL_BODY_BYTES and declared <= self.max_bytes:
+            await self.app(scope, receive, send)
+            return
+        limit, budget = self.max_bytes, self.budget
         received = held = 0
-        complete = False
-        refused: FusionError | None = None
+        refused = False
 
         async def guarded_receive() -> Message:
-            nonlocal received, held, complete, refused
-            if complete:
-                return await receive()  # only http.disconnect is left: no deadline
+            nonlocal received, held, refused
             if declared > limit:
                 raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit} bytes")
-            if declared > held and not budget.take(declared - held, held):
-                refused = ServerBusy("too many large requests in flight; retry shortly")
-                raise refused
-            held = max(held, declared)
-            try:
-                async with asyncio.timeout_at(deadline):
-                    message = await receive()
-            except TimeoutError:
-                refused = RequestTimeout(f"the request body did not arrive within {self.timeout_s:g} s")
-                raise refused from None
+            if declared > held:
+                if not budget.take(declared - held, held):
+                    refused = True
+                    raise ServerBusy("too many large requests in flight; retry shortly")
+                held = declared
+            message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                complete = not message.get("more_body", False)
                 if received > limit:
                     raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
                 if received > held:
                     if not budget.take(received - held, held):
-                        refused = ServerBusy("too many large requests in flight; retry shortly")
-                        raise refused
+                        refused = True
+                        raise ServerBusy("too many large requests in flight; retry shortly")
                     held = received
-            else:
-                complete = True
             return message
 
         async def guarded_send(message: Message) -> None:
-            if refused is not None and message["type"] == "http.response.start":
-                headers = [*message.get("headers", []), (b"connection", b"close")]
-                if isinstance(refused, ServerBusy):
-                    headers.append((b"retry-after", b"1"))
-                message = {**message, "headers": headers}
+            if refused and message["type"] == "http.response.start":
+                extra = [(b"connection", b"close"), (b"retry-after", b"1")]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
         try:
