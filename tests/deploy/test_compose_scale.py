@@ -23,7 +23,7 @@ from bench.__main__ import payload
 from bench.scale import Load
 from bench.server import free_port, status_of
 from tests.docker import podman as pm
-from tests.docker.helpers import ROOT, compose
+from tests.docker.helpers import ROOT, compose, http
 
 LB_IMAGE = "fusionserve-lb:nginx"
 API_IMAGE = "fusionserve:cpu"
@@ -118,11 +118,18 @@ def test_compose_scale_survives_a_stopped_replica_with_podman(tmp_path: Path) ->
                 while pm.podman("exec", killed, "fusionserve-healthcheck", check=False).returncode != 0:
                     assert time.monotonic() < deadline, "the restarted replica never became ready"
                     time.sleep(0.5)
-                reload_when_resolved(lb, replicas)  # it may have a new address
-                time.sleep(3)
+                time.sleep(2)
             nginx_log = pm.podman("logs", lb, check=False).stderr[-4000:]
             assert load.result.failed == 0, (dict(load.result.errors), dict(load.result.statuses), nginx_log)
             assert load.result.ok > 0
+            # It may have a new address. The reload comes after the load: a graceful reload closes
+            # idle client keep-alive connections, which a client sending at that moment sees fail.
+            reload_when_resolved(lb, replicas)
+            for _ in range(20):
+                status, answer = http(
+                    "POST", f"http://127.0.0.1:{port}/v1/models/late/predict", {"text": "sept"}
+                )
+                assert (status, answer["label"]) == (200, "7")
             assert replica_predictions(killed) > 0, "the restarted replica got no request after the reload"
         finally:
             compose(["-p", project, "--profile", "scale", "down", "-v", "-t", "0"], timeout=120, env=env)
