@@ -43,6 +43,7 @@ log = logging.getLogger("app.server")
 FRESH_GRACE_S = 1.0
 """During shutdown, how long a connection that has sent nothing yet may still send its request."""
 WATCHDOG_MARGIN_S = 5.0
+STRAGGLERS_EARLY_S = 0.5
 SWITCH_INTERVAL_S = 0.0005
 """How long a worker thread (parsing a large body, decoding media) may keep the GIL while the
 event loop waits for it (Python's default, 5 ms, is paid at every loop wake-up: a small request
@@ -195,6 +196,23 @@ class GracefulServer(uvicorn.Server):
         watchdog = threading.Timer(self.shutdown_timeout_s + WATCHDOG_MARGIN_S, _force_exit)
         watchdog.daemon = True
         watchdog.start()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's shutdown, but connections still open just before the timeout are closed first:
+        a request still reading its body then sees a disconnect and ends quietly, instead of being
+        cancelled with a traceback in the log."""
+        loop = asyncio.get_running_loop()
+        stragglers = loop.call_later(max(self.shutdown_timeout_s - STRAGGLERS_EARLY_S, 0), self._close_all)
+        try:
+            await super().shutdown(sockets)
+        finally:
+            stragglers.cancel()
+
+    def _close_all(self) -> None:
+        for connection in list(self.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None and not transport.is_closing():
+                transport.close()
 
     def _stop_listening(self) -> None:
         """Close the listener, but first accept and serve what the kernel had already accepted.
