@@ -7,6 +7,7 @@ rebuilt report gives the same intervals and costs milliseconds.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,8 @@ from sklearn.calibration import calibration_curve
 
 ECE_BINS = 15
 N_BOOT = 1000
+CONFIDENT = 0.5
+"""A single-modality opinion counts as sure at this top probability (for the confident flag)."""
 SIGNIFICANT_LOSS = -0.01
 """A loss is significant when the whole 95% interval of the difference lies below -1 point."""
 
@@ -108,3 +111,29 @@ def paired_difference(
     out = bootstrap(hits_a.astype(np.float64) - hits_b.astype(np.float64), n_boot=n_boot, seed=seed)
     out["significant_loss"] = bool(out["n"] and out["ci"][1] < SIGNIFICANT_LOSS)
     return out
+
+
+def donors(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+    """For every row, a random other row of a different class (None if there is one class only)."""
+    out = np.empty(len(labels), np.int64)
+    for c in np.unique(labels):
+        mine, other = np.flatnonzero(labels == c), np.flatnonzero(labels != c)
+        if len(other) == 0:
+            return None
+        out[mine] = rng.choice(other, size=len(mine))
+    return out
+
+
+def disagreement(opinions: np.ndarray, sureness: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: do the modalities' answers differ at all; do two of them differ while both are sure?
+
+    ``opinions`` / ``sureness``: ``[N, modalities]`` argmax and top probability of each
+    single-modality pass. "Sure" = top probability >= :data:`CONFIDENT`: a flag that ignores
+    a modality that is merely guessing, so clean samples raise it less often.
+    """
+    plain = (opinions != opinions[:, :1]).any(axis=1)
+    sure = sureness >= CONFIDENT
+    confident = np.zeros(len(opinions), bool)
+    for i, j in itertools.combinations(range(opinions.shape[1]), 2):
+        confident |= (opinions[:, i] != opinions[:, j]) & sure[:, i] & sure[:, j]
+    return plain, confident

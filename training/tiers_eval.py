@@ -24,7 +24,7 @@ from app.media import MODALITIES
 from training.data import MultimodalDataset
 from training.evaluate import OnnxModel, subset_name
 from training.fusion import FUSIONS, UNIMODAL
-from training.metrics import N_BOOT, bootstrap, calibration, paired_difference
+from training.metrics import N_BOOT, bootstrap, calibration, disagreement, donors, paired_difference, softmax
 from training.train import SUBSETS
 
 log = logging.getLogger(__name__)
@@ -63,17 +63,6 @@ def _take(arrays: Arrays, rows: np.ndarray) -> Arrays:
 
 def _one_hot(modality: str) -> np.ndarray:
     return np.array([1.0 if m == modality else 0.0 for m in MODALITIES], np.float32)
-
-
-def donors(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
-    """For every row, a random other row of a different class (None if there is one class only)."""
-    out = np.empty(len(labels), np.int64)
-    for c in np.unique(labels):
-        mine, other = np.flatnonzero(labels == c), np.flatnonzero(labels != c)
-        if len(other) == 0:
-            return None
-        out[mine] = rng.choice(other, size=len(mine))
-    return out
 
 
 class _ModelEval:
@@ -162,26 +151,31 @@ class _ModelEval:
         else:
             passes = [self.model.logits(_take(arrays, full), ones * _one_hot(m)) for m in MODALITIES]
         opinions = np.stack([p.argmax(1) for p in passes], axis=1)
+        sureness = np.stack([softmax(p.astype(np.float64)).max(axis=1) for p in passes], axis=1)
         arrays, labels = _take(arrays, full), labels[full]
         donor = donors(labels, np.random.default_rng([self.seed, 7]))
         if donor is None:
             return {}
-        clean_disagree = (opinions != opinions[:, :1]).any(axis=1)
-        out: dict[str, Any] = {"clean_disagree": self.boot(clean_disagree), "swapped": {}}
-        swapped_all = []
+        plain, sure = disagreement(opinions, sureness)
+        out: dict[str, Any] = {
+            "clean_disagree": self.boot(plain),
+            "clean_confident_disagree": self.boot(sure),
+            "swapped": {},
+        }
+        flags: list[tuple[np.ndarray, np.ndarray]] = []
         for i, m in enumerate(MODALITIES):
-            swapped = {**arrays, m: arrays[m][donor]}
-            pred = self.model.predict(swapped, ones)
-            mixed = opinions.copy()
-            mixed[:, i] = opinions[donor, i]
-            flag = (mixed != mixed[:, :1]).any(axis=1)
-            swapped_all.append(flag)
+            pred = self.model.predict({**arrays, m: arrays[m][donor]}, ones)
+            mixed, mixed_sure = opinions.copy(), sureness.copy()
+            mixed[:, i], mixed_sure[:, i] = opinions[donor, i], sureness[donor, i]
+            flags.append(disagreement(mixed, mixed_sure))
             out["swapped"][m] = {
                 "follow_agreeing": self.boot(pred == labels),
                 "follow_swapped": self.boot(pred == labels[donor]),
-                "disagree": self.boot(flag),
+                "disagree": self.boot(flags[-1][0]),
+                "confident_disagree": self.boot(flags[-1][1]),
             }
-        out["swapped_disagree"] = self.boot(np.concatenate(swapped_all))
+        out["swapped_disagree"] = self.boot(np.concatenate([f[0] for f in flags]))
+        out["swapped_confident_disagree"] = self.boot(np.concatenate([f[1] for f in flags]))
         out["follow_agreeing"] = _pool(out["swapped"], "follow_agreeing")
         out["follow_swapped"] = _pool(out["swapped"], "follow_swapped")
         return out

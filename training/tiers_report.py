@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from app.media import MODALITIES  # noqa: E402
-from training.metrics import ECE_BINS, N_BOOT  # noqa: E402
+from training.metrics import CONFIDENT, ECE_BINS, N_BOOT  # noqa: E402
 from training.tiers_eval import TIERS  # noqa: E402
 
 Ev = Mapping[str, Any]
@@ -110,16 +110,19 @@ def conflict_section(ev: Ev) -> list[str]:
         "",
         "One modality replaced by a sample of another class, the other two agreeing on the true class. "
         '"Opinions disagree" = the present modalities\' single-modality answers (one-hot masks) are not '
-        "all the same: the agreement flag a trustworthy answer can raise.",
+        'all the same: the agreement flag a trustworthy answer can raise; "sure opinions disagree" counts '
+        f"only opinions with a top probability >= {CONFIDENT:.0%}.",
         "",
-        "| model | swapped | follows the agreeing two % | follows the swapped one % | opinions disagree % |",
-        "|---|---|---:|---:|---:|",
+        "| model | swapped | follows the agreeing two % | follows the swapped one % | opinions disagree % "
+        "| sure opinions disagree % |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for name, c in rows:
         for m, s in c["swapped"].items():
-            cells = [ci(s["follow_agreeing"]), ci(s["follow_swapped"]), ci(s["disagree"])]
-            lines.append(f"| `{name}` | {m} | " + " | ".join(cells) + " |")
-        lines.append(f"| `{name}` | none (clean, agreeing) | | | {ci(c['clean_disagree'])} |")
+            keys = ("follow_agreeing", "follow_swapped", "disagree", "confident_disagree")
+            lines.append(f"| `{name}` | {m} | " + " | ".join(ci(s.get(k)) for k in keys) + " |")
+        clean = (ci(c["clean_disagree"]), ci(c.get("clean_confident_disagree")))
+        lines.append(f"| `{name}` | none (clean, agreeing) | | | {clean[0]} | {clean[1]} |")
     return lines
 
 

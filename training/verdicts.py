@@ -123,11 +123,19 @@ def targets(ev: Ev) -> list[Target]:
         )
         detail = "; ".join(
             f"`{n}` swapped {_pct(c['swapped_disagree']['value'])}, "
-            f"clean {_pct(c['clean_disagree']['value'])}"
+            f"clean {_pct(c['clean_disagree']['value'])}" + _sure(c)
             for n, c in flags.items()
         )
         rows.append(("agreement flag: >= 95% of swapped cases, <= 5% of clean agreeing ones", ok, detail))
     return rows
+
+
+def _sure(c: Mapping[str, Any]) -> str:
+    """The confident flag's two rates, when measured."""
+    if "clean_confident_disagree" not in c:
+        return ""
+    swapped, clean = c["swapped_confident_disagree"]["value"], c["clean_confident_disagree"]["value"]
+    return f" (sure opinions only: {_pct(swapped)}, {_pct(clean)})"
 
 
 def choose(ev: Ev) -> list[str]:
@@ -200,7 +208,7 @@ def _recommend(
     eces: Mapping[str, float],
     losers: Mapping[str, Any],
 ) -> str:
-    """The most accurate fusion on the benchmark among those that meet the behaviour targets."""
+    """The fusion that misses the fewest behaviour targets, the more accurate one on a tie."""
     checks = {
         n: [
             *(
@@ -214,15 +222,22 @@ def _recommend(
         for n in fusions
     }
     acc = {n: _value(m, "benchmark") or 0.0 for n, m in fusions.items()}
-    passing = [n for n, fails in checks.items() if not fails]
-    if passing:
-        best = max(passing, key=lambda n: acc[n])
+    pick = min(fusions, key=lambda n: (len(checks[n]), -acc[n]))
+    if not checks[pick]:
         return (
-            f"`{best}`: the most accurate on the benchmark ({_pct(acc[best])}%) of the fusions that meet "
+            f"`{pick}`: the most accurate on the benchmark ({_pct(acc[pick])}%) of the fusions that meet "
             "the conflict, calibration and missing-modality targets."
         )
-    best = max(acc, key=lambda n: acc[n])
-    return (
-        f"`{best}` (most accurate on the benchmark, {_pct(acc[best])}%), but no fusion meets every "
-        f"target: it {', '.join(checks[best])}."
+    text = (
+        f"`{pick}` ({_pct(acc[pick])}% on the benchmark): no fusion meets every conflict, calibration and "
+        f"missing-modality target, and it misses the fewest ({len(checks[pick])} of 3: it "
+        f"{_and(checks[pick])})"
     )
+    most = max(acc, key=lambda n: acc[n])
+    if acc[most] > acc[pick]:
+        text += f"; `{most}` is more accurate ({_pct(acc[most])}%) but {_and(checks[most])}"
+    return text + "."
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]

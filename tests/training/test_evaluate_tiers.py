@@ -18,8 +18,8 @@ from onnx import TensorProto, helper, numpy_helper
 from app.manifest import sha256_file
 from tests.app.fakes import IR_VERSION, ONNX_TYPES, OPSET, SPECS, make_manifest
 from training.data import MultimodalDataset
-from training.metrics import bootstrap, calibration, ece, paired_difference, reliability
-from training.tiers_eval import donors, evaluate_repository, load_eval_tiers
+from training.metrics import bootstrap, calibration, disagreement, donors, ece, paired_difference, reliability
+from training.tiers_eval import evaluate_repository, load_eval_tiers
 
 ALL = ["image", "audio", "text"]
 READ = {"image": (1 / 20, 0.0), "audio": (10.0, 0.0), "text": (1.0, -48.0)}  # class = round(x0 * a + b)
@@ -253,3 +253,11 @@ def test_bootstrap_and_paired_difference() -> None:
     assert diff["value"] == pytest.approx(-0.075) and diff["significant_loss"]
     assert not paired_difference(hits, hits)["significant_loss"]
     assert bootstrap(np.array([]))["n"] == 0
+
+
+def test_the_sure_flag_ignores_modalities_that_are_guessing() -> None:
+    opinions = np.array([[1, 1, 1], [1, 2, 1], [1, 2, 1], [1, 2, 3]])
+    sureness = np.array([[0.9] * 3, [0.9, 0.9, 0.9], [0.9, 0.3, 0.9], [0.9, 0.9, 0.2]])
+    plain, sure = disagreement(opinions, sureness)
+    assert plain.tolist() == [False, True, True, True]
+    assert sure.tolist() == [False, True, False, True]

@@ -90,7 +90,9 @@ def test_advice_names_the_steady_and_the_swayed_fusion(ev: dict[str, Any]) -> No
     assert "`gated` is swayed by the odd one out most often (33.3%)" in advice
     assert "**A voice it never heard (audio alone):** `late` (90.0%)" in advice
     assert "**Digits drawn as people draw them (image alone):** `late` (80.0%)" in advice
-    assert "**Default recommendation:** `late`" in advice and "over- or under-confident" in advice
+    # both miss calibration (one-hot votes are under-confident); gated also follows the audio bully
+    assert "**Default recommendation:** `late` (100.0% on the benchmark)" in advice
+    assert "misses the fewest (2 of 3: it is over- or under-confident and loses to a baseline" in advice
 
 
 def test_write_report_adds_the_sections_and_the_reliability_plot(ev: dict[str, Any], tmp_path: Path) -> None:
@@ -143,4 +145,19 @@ def test_a_benchmark_only_evaluation_reports_what_it_has(tmp_path: Path) -> None
     assert (
         "unseen voices, audio alone" not in report
         and "**Best on noisy inputs (benchmark):** `late`" in report
+    )
+
+
+def test_recommendation_prefers_fewest_missed_targets_and_says_what_is_more_accurate() -> None:
+    fusions = {"a": {"tiers": {"benchmark": {"accuracy": {"value": 0.9, "n": 9}}}}}
+    fusions["b"] = {"tiers": {"benchmark": {"accuracy": {"value": 0.8, "n": 9}}}}
+    text = verdicts._recommend(fusions, {}, {"a": 0.1, "b": 0.01}, {"a": ["x"]})
+    assert text.startswith("`b`: the most accurate on the benchmark (80.0%)")
+    text = verdicts._recommend(fusions, {}, {"a": 0.1, "b": 0.1}, {"a": ["x"]})
+    assert (
+        text.startswith("`b` (80.0% on the benchmark)") and "1 of 3: it is over- or under-confident)" in text
+    )
+    assert text.endswith(
+        "`a` is more accurate (90.0%) but is over- or under-confident and loses to a "
+        "baseline with modalities missing."
     )
