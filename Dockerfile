@@ -3,7 +3,8 @@
 # fusionserve images. Targets (the last one, `cpu`, is the default):
 #   cpu      small CPU server on python:3.11-slim: the serving extra only (no torch, no compilers)
 #   gpu      the same server with onnxruntime-gpu on an NVIDIA CUDA + cuDNN runtime base
-#   trainer  the training package (CPU torch) plus espeak-ng and npm for the built-in data set
+#   trainer  the training package (CPU torch) plus the speech engines (espeak-ng, flite, festival
+#            and its voices) and npm for the built-in data set
 #
 #   docker build -t fusionserve:cpu .
 #   docker build --target gpu -t fusionserve:gpu .
@@ -82,7 +83,8 @@ FROM ${PYTHON_IMAGE} AS trainer
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
- && apt-get install -y --no-install-recommends espeak-ng=1.51* npm=9.2.* \
+ && apt-get install -y --no-install-recommends espeak-ng=1.51* npm=9.2.* flite=2.2-* festival=1:2.5.* \
+      festvox-kallpc16k=2.4-* festvox-kdlpc16k=1.4.* festvox-us-slt-hts=0.2010.* \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 fusion \
  && useradd --system --uid 10001 --gid fusion --create-home --home-dir /home/fusion \
