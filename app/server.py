@@ -10,7 +10,9 @@ connected just after the signal got no answer at all. Here:
   ``header_timeout_s`` of its first byte and its body within ``body_timeout_s`` of its headers
   (else 408 and close); a connection over ``max_connections`` gets 503 and is closed at once.
   The deadlines cost one timer only while a request is incomplete: none for a request that
-  arrives in one piece.
+  arrives in one piece. A response's head and its first body chunk leave in one write
+  (:class:`OneWriteSend`), so a replica killed mid-answer never leaves a proxy holding a status
+  line without its body (headers sent are an answer a proxy can no longer retry elsewhere).
 - :class:`GracefulServer`: on SIGTERM/SIGINT the app's ``draining`` flag turns readiness 503 at
   once, the listener is closed at once after accepting what the kernel had already queued (so a
   new connection is either refused at connect or answered in full), connections that have not
@@ -105,6 +107,9 @@ class GuardedProtocol(HttpToolsProtocol):
         if getattr(self.server_state, "draining", False) and self.cycle is not None:
             self.cycle.keep_alive = False  # answer in full, then close
 
+        if self.cycle is not None:
+            self.cycle.send = OneWriteSend(self.cycle)  # type: ignore[method-assign]
+
     def on_message_complete(self) -> None:
         self._body_pending = False
         self._cancel_head_timer()
@@ -149,6 +154,60 @@ class GuardedProtocol(HttpToolsProtocol):
         if self.cycle is None or not self.cycle.response_started:
             self.transport.write(self.body_timeout_response)
         self.transport.close()
+
+
+class _HeldWrites:
+    """A stand-in transport that keeps writes (and a close) until :meth:`flush`."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._chunks: list[bytes] = []
+        self._close = False
+
+    def write(self, data: bytes) -> None:
+        self._chunks.append(bytes(data))
+
+    def close(self) -> None:
+        self._close = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def flush(self) -> None:
+        if self._chunks:
+            self._transport.write(b"".join(self._chunks))
+        if self._close:
+            self._transport.close()
+
+
+class OneWriteSend:
+    """The cycle's ASGI ``send``, holding ``http.response.start`` until the first body message so
+    that uvicorn's two writes (head, then body) reach the socket as one."""
+
+    def __init__(self, cycle: Any) -> None:
+        self._cycle = cycle
+        self._send = cycle.send  # the bound method of uvicorn's cycle
+        self._start: Any = None  # None: nothing held; a message: held; False: head sent
+
+    async def __call__(self, message: Any) -> None:
+        if message["type"] == "http.response.start" and self._start is not False:
+            self._start = message  # a later start (uvicorn's own 500) replaces one not yet sent
+            return
+        start, self._start = self._start, False
+        if not start or message["type"] != "http.response.body":
+            if start:
+                await self._send(start)
+            await self._send(message)
+            return
+        real = self._cycle.transport
+        held = _HeldWrites(real)
+        self._cycle.transport = held
+        try:
+            await self._send(start)
+            await self._send(message)
+        finally:
+            self._cycle.transport = real
+            held.flush()
 
 
 def protocol_class(settings: Settings) -> type[GuardedProtocol]:
