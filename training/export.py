@@ -71,6 +71,7 @@ def export_onnx(graph: FusionGraph | UnimodalGraph, path: Path) -> None:
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
+        warnings.filterwarnings("ignore", message=".*axis name", category=UserWarning)
         program = torch.onnx.export(
             graph,
             args,
@@ -82,9 +83,9 @@ def export_onnx(graph: FusionGraph | UnimodalGraph, path: Path) -> None:
             optimize=True,
             verbose=False,
         )
-    if program is None:
-        raise ExportError("torch.onnx.export returned no program")
-    program.save(str(path), external_data=False)
+        if program is None:
+            raise ExportError("torch.onnx.export returned no program")
+        program.save(str(path), external_data=False)
     model = onnx.load(str(path))
     strip_provenance(model)
     onnx.save(model, str(path))

@@ -9,9 +9,9 @@ normal input:
   one modality alone is answered as well as by a unimodal baseline;
 - **modality-conflict augmentation**: a fraction of the rows with two or more modalities gets
   one of them replaced by another class's sample (only with all three present, so two still
-  agree) or by pure noise, label unchanged. The fused answer must follow the others; that
-  modality's own path is taught the other class, or "uniform" for noise, so a noise input
-  reads as unsure and gets a low weight (late) or gate (gated).
+  agree) or by pure noise, label unchanged. The fused answer must follow the others (gated
+  learns to gate the odd one down); a swapped modality's own path is taught the other class,
+  a noise one gets no per-modality loss.
 
 The checkpoint kept is the epoch with the best validation accuracy (averaged over all modality
 subsets for fusions).
@@ -40,7 +40,7 @@ epochs (measured: 12 -> 24 epochs, test accuracy on audio+text 65 -> 68%), so it
 as many."""
 
 FEATURE_KEYS = (("image",), ("audio",), ("text", "text_nonpad"))  # the features of each modality
-UNIFORM = -1  # per-modality target: "this is noise, say uniform"
+NOISE = -1  # per-modality target of a modality replaced by noise: no class, no loss
 
 
 @dataclass
@@ -55,7 +55,7 @@ class TrainConfig:
     seed: int = 0
     modality_dropout: float = 0.75  # probability a row sees a proper subset (each of the 6 equally)
     conflict: float = 0.2  # fraction of multi-modality rows with one modality swapped or noised
-    aux_weight: float = 0.5  # weight of the per-modality (unimodal path) losses
+    aux_weight: float = 1.0  # weight of each per-modality (unimodal path) loss
     threads: int = 1  # torch intra-op threads; >1 collapses when another process shares the cores
     extra: dict[str, object] = field(default_factory=dict)
 
@@ -100,7 +100,7 @@ def make_conflicts(
     """Swap one present modality of a fraction ``p`` of the multi-modality rows.
 
     Returns the new features and the per-modality targets ``[B, 3]``: the row's label, the
-    swapped-in sample's label, or :data:`UNIFORM` for noise.
+    swapped-in sample's label, or :data:`NOISE`.
     """
     b = labels.shape[0]
     targets = labels.view(-1, 1).repeat(1, 3)
@@ -129,17 +129,23 @@ def make_conflicts(
             x[rows_noise] = bank[key][noise_pick[rows_noise]]
             out[key] = x
         targets[rows_swap, m] = labels[src[rows_swap]]
-        targets[rows_noise, m] = UNIFORM
+        targets[rows_noise, m] = NOISE
     return out, targets
 
 
 def per_modality_loss(logits: torch.Tensor, targets: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of each present modality's own path against its target (uniform
-    for noise), ``logits`` ``[B, 3, C]``."""
-    logp = torch.log_softmax(logits, dim=2)
-    picked = logp.gather(2, targets.clamp_min(0).unsqueeze(2)).squeeze(2)
-    nll = torch.where(targets == UNIFORM, -logp.mean(dim=2), -picked)  # [B, 3]
-    return (nll * present).sum() / present.sum().clamp_min(1.0)
+    """Cross-entropy of each modality's own path against its target, ``logits`` ``[B, 3, C]``.
+
+    Only where the modality is present and is not noise (:data:`NOISE`): teaching a path
+    "noise means uniform" also taught it to give up on heavily noisy speech, which is the
+    benchmark (measured, late fusion: audio alone 38.6 -> 42.5%, all three 82.6 -> 84.0%, and
+    the conflict-following rate unchanged at 98-99%). Summed over modalities and averaged over
+    rows, so each path is trained as hard as a unimodal baseline (averaging over modalities
+    left late's audio path 13 points below ``audio_only`` on the benchmark).
+    """
+    keep = present * (targets != NOISE)
+    picked = torch.log_softmax(logits, dim=2).gather(2, targets.clamp_min(0).unsqueeze(2)).squeeze(2)
+    return -(picked * keep).sum() / max(keep.shape[0], 1)
 
 
 def train_one_epoch(

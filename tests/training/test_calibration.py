@@ -14,7 +14,7 @@ from training.calibration import calibrate, ece, fit_temperature
 from training.export import example_inputs, export_model
 from training.fusion import SUBSETS, build_model, subset_index
 from training.graph import featurize, wrap
-from training.train import UNIFORM, make_conflicts, noise_bank, per_modality_loss
+from training.train import NOISE, make_conflicts, noise_bank, per_modality_loss
 
 LABELS = [str(i) for i in range(10)]
 
@@ -105,18 +105,17 @@ def test_conflicts_swap_one_present_modality_and_keep_the_label() -> None:
     )
     assert not changed[:50].any() and torch.equal(targets[:50], labels[:50].view(-1, 1).repeat(1, 3))
     assert torch.all(changed[50:].sum(dim=1) == 1)  # exactly one modality per multi-modality row
-    swapped = (targets != labels.view(-1, 1)) & (targets != UNIFORM)
-    assert swapped.any() and (targets == UNIFORM).any()
-    assert torch.equal(swapped | (targets == UNIFORM), changed)
+    swapped = (targets != labels.view(-1, 1)) & (targets != NOISE)
+    assert swapped.any() and (targets == NOISE).any()
+    assert torch.equal(swapped | (targets == NOISE), changed)
 
 
-def test_per_modality_loss_teaches_uniform_for_noise() -> None:
-    present = torch.ones(1, 3)
-    uniform = torch.zeros(1, 3, 10)
-    peaked = torch.zeros(1, 3, 10)
-    peaked[0, :, 0] = 10.0
-    noise = torch.full((1, 3), UNIFORM)
-    assert per_modality_loss(uniform, noise, present) < per_modality_loss(peaked, noise, present)
+def test_per_modality_loss_ignores_noise_and_absent_modalities() -> None:
+    logits = torch.randn(4, 3, 10, generator=torch.Generator().manual_seed(0))
+    targets = torch.tensor([[1, NOISE, 2]] * 4)
+    present = torch.tensor([[1.0, 1.0, 0.0]] * 4)
+    only_image = torch.nn.functional.cross_entropy(logits[:, 0], targets[:, 0])
+    torch.testing.assert_close(per_modality_loss(logits, targets, present), only_image)
 
 
 def test_exported_onnx_carries_no_paths_or_stack_traces(tmp_path: Path) -> None:
