@@ -156,7 +156,7 @@ class RequestGateMiddleware:
                 allowed = V2_INFER_TYPES if path.endswith("/infer") else JSON_TYPES
                 error = check_content_type(scope, allowed, required=False)
             if error is not None:
-                await _send_error(send, error)
+                await _send_error(send, error, scope)
                 return
         await self.app(scope, receive, send)
 
@@ -178,8 +178,10 @@ def check_content_type(scope: Scope, allowed: tuple[str, ...], *, required: bool
     )
 
 
-async def _send_error(send: Send, error: FusionError) -> None:
-    body = json.dumps({"error": error.message}).encode()
+async def _send_error(send: Send, error: FusionError, scope: Scope) -> None:
+    """The error body the app's handlers write, with the id :class:`RequestIdMiddleware` set."""
+    rid = scope.get("state", {}).get("request_id")
+    body = json.dumps({"error": error.message, **({"request_id": rid} if rid else {})}).encode()
     await send(
         {
             "type": "http.response.start",

@@ -106,6 +106,8 @@ async def test_v2_posts_refuse_simple_cross_site_content_types(make_client: Serv
         for path in ("/v2/models/late/infer", "/v2/repository/index", "/v2/repository/models/late/unload"):
             response = await c.post(path, content=b"{}", headers={"content-type": "text/plain"})
             assert "not accepted here" in error_of(response, 415)
+            # refused before the routes, yet with the same id in the body as in the header
+            assert response.json()["request_id"] == response.headers["x-request-id"]
         no_type = await c.post("/v2/models/late/infer", content=b"{}")  # tritonclient sends none
         assert no_type.status_code == 400  # a V2 error about the body, not the content type
 

@@ -39,7 +39,13 @@ async def test_server_metadata_lists_the_extensions(client: httpx.AsyncClient) -
     doc = (await client.get("/v2")).json()
     assert doc["name"] == "fusionserve"
     assert doc["version"]
-    assert {"binary_tensor_data", "model_repository", "classification"} <= set(doc["extensions"])
+    assert {"binary_tensor_data", "classification", "parameters"} <= set(doc["extensions"])
+    assert "model_repository" not in doc["extensions"]  # repository control is off by default
+
+
+async def test_server_metadata_lists_repository_control_only_when_on(make_client: Any) -> None:
+    async with make_client(repository_control=True) as client:
+        assert "model_repository" in (await client.get("/v2")).json()["extensions"]
 
 
 async def test_health(client: httpx.AsyncClient) -> None:

@@ -32,7 +32,8 @@ from app.v2.schemas import (
 
 EXTENSIONS = ["binary_tensor_data", "classification", "model_repository", "parameters"]
 """What ``GET /v2`` lists: the binary tensor data extension, Triton's classification extension,
-repository control (index, load, unload) and request ``parameters`` echoed in the response."""
+repository control (index, load, unload; only where ``FUSION_REPOSITORY_CONTROL`` allows it) and
+request ``parameters`` echoed in the response."""
 STATES = {"ready": "READY", "loading": "LOADING", "failed": "UNAVAILABLE", "unloaded": "UNAVAILABLE"}
 
 
@@ -65,7 +66,9 @@ async def ready(service: ServiceDep) -> dict[str, bool]:
 
 @api.get("", response_model=ServerMetadata, summary="Server name, version and protocol extensions")
 async def server_metadata(request: Request) -> ServerMetadata:
-    return ServerMetadata(name="fusionserve", version=request.app.version, extensions=EXTENSIONS)
+    control = request.app.state.settings.repository_control
+    extensions = [e for e in EXTENSIONS if control or e != "model_repository"]
+    return ServerMetadata(name="fusionserve", version=request.app.version, extensions=extensions)
 
 
 @api.get("/models/{name}", response_model=ModelMetadata, responses=error_responses(404))
