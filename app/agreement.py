@@ -10,6 +10,12 @@ from collections.abc import Mapping
 from typing import Any
 
 DIGITS = 6
+RULES_OUT_BELOW = 0.1
+"""A modality *rules out* the fused answer when, alone, it gives that label less than this
+probability. Merely naming another label is not enough: on clean samples whose three modalities
+show the same digit, one modality alone names another label in 9-11% of them (a hard sample, not
+a conflict), but rules the answer out in 4.1-4.6% (late, gated, intermediate; ``python -m
+bench.agreement``), while a modality swapped to another class's sample rules it out in 96.9-100%."""
 LOW_CONFIDENCE = "low_confidence"
 CONFLICT = "conflict"
 
@@ -17,10 +23,11 @@ CONFLICT = "conflict"
 def agreement(opinions: Mapping[str, Mapping[str, Any]], fused_label: str) -> dict[str, Any]:
     """Whether the opinions agree; who dissents from the fused answer, and by how much.
 
-    ``agree`` is true when every present modality alone names the same label (the flag of the
-    report's conflict table). ``majority`` is the label more than half of them name, else null.
-    A *dissenter* is a modality whose own label is not the fused one; ``margin`` is how much more
-    it believes its own label than the fused one (its probability of each, 0..1).
+    ``agree`` is false when a present modality alone *rules out* the fused label (gives it less
+    than :data:`RULES_OUT_BELOW`). ``majority`` is the label more than half of them name, else
+    null. A *dissenter* is a modality whose own label is not the fused one; ``margin`` is how much
+    more it believes its own label than the fused one (its probability of each, 0..1), and
+    ``rules_out`` whether it is the kind of dissent that makes ``agree`` false.
     """
     names = [o["label"] for o in opinions.values()]
     counts = {label: names.count(label) for label in names}
@@ -32,12 +39,13 @@ def agreement(opinions: Mapping[str, Mapping[str, Any]], fused_label: str) -> di
             "probability": o["probability"],
             "fused_label_probability": o["fused_label_probability"],
             "margin": round(o["probability"] - o["fused_label_probability"], DIGITS),
+            "rules_out": o["fused_label_probability"] < RULES_OUT_BELOW,
         }
         for m, o in opinions.items()
         if o["label"] != fused_label
     ]
     return {
-        "agree": len(counts) == 1,
+        "agree": not any(d["rules_out"] for d in dissenters),
         "majority": top if 2 * counts[top] > len(names) else None,
         "dissenters": dissenters,
     }

@@ -146,12 +146,15 @@ class Dissent(BaseModel):
     probability: float
     fused_label_probability: float
     margin: float = Field(description="probability - fused_label_probability: how strongly it dissents.")
+    rules_out: bool = Field(
+        description="Alone it gives the fused label under 10% probability: this is what makes agree false."
+    )
 
 
 class Agreement(BaseModel):
     """Whether the present modalities' own answers agree."""
 
-    agree: bool = Field(description="Every present modality alone names the same label.")
+    agree: bool = Field(description="No present modality alone rules the fused label out (see Dissent).")
     majority: str | None = Field(description="The label more than half of them name, else null.")
     dissenters: list[Dissent]
 

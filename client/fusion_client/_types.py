@@ -35,13 +35,15 @@ class Opinion:
 
 @dataclass(frozen=True, slots=True)
 class Dissent:
-    """A modality whose own label is not the fused answer's; ``margin`` = how strongly it dissents."""
+    """A modality whose own label is not the fused answer's; ``margin`` = how strongly it dissents,
+    ``rules_out`` = alone it gives the fused label so little probability that ``agree`` is false."""
 
     modality: str
     label: str
     probability: float
     fused_label_probability: float
     margin: float
+    rules_out: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +51,7 @@ class Agreement:
     """Whether the present modalities' own answers agree.
 
     Attributes:
-        agree: Every present modality alone names the same label.
+        agree: No present modality alone rules the fused answer out (see :class:`Dissent`).
         majority: The label more than half of them name, else ``None``.
         dissenters: The modalities whose own label differs from the fused answer.
     """
@@ -190,6 +192,7 @@ def _agreement(data: Any) -> Agreement | None:
             probability=float(d["probability"]),
             fused_label_probability=float(d["fused_label_probability"]),
             margin=float(d["margin"]),
+            rules_out=bool(d.get("rules_out", False)),
         )
         for d in data.get("dissenters", [])
     ]

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from app.agreement import abstention, agreement
+from app.agreement import RULES_OUT_BELOW, abstention, agreement
 from app.explain import (
     EMPTY,
     AnswerPlan,
@@ -151,12 +151,19 @@ def test_agreement_names_the_dissenter_and_its_margin() -> None:
     agreed = agreement({"image": opinion("3", 0.9, 0.9), "text": opinion("3", 0.6, 0.6)}, "3")
     assert agreed == {"agree": True, "majority": "3", "dissenters": []}
     two_to_one = agreement(
-        {"image": opinion("3", 0.9, 0.9), "audio": opinion("3", 0.8, 0.8), "text": opinion("5", 0.7, 0.1)},
+        {"image": opinion("3", 0.9, 0.9), "audio": opinion("3", 0.8, 0.8), "text": opinion("5", 0.7, 0.05)},
         "3",
     )
     assert not two_to_one["agree"] and two_to_one["majority"] == "3"
     assert two_to_one["dissenters"] == [
-        {"modality": "text", "label": "5", "probability": 0.7, "fused_label_probability": 0.1, "margin": 0.6}
+        {
+            "modality": "text",
+            "label": "5",
+            "probability": 0.7,
+            "fused_label_probability": 0.05,
+            "margin": 0.65,
+            "rules_out": True,
+        }
     ]
     # the fused answer is a class neither modality names: both dissent, no majority
     neither = agreement({"image": opinion("3", 0.9, 0.05), "audio": opinion("7", 0.8, 0.02)}, "0")
@@ -164,6 +171,16 @@ def test_agreement_names_the_dissenter_and_its_margin() -> None:
         "image",
         "audio",
     ]
+
+
+def test_only_a_modality_that_rules_the_answer_out_breaks_agreement() -> None:
+    """Naming another label while still giving the fused one a fair chance is a hard sample (one
+    modality unsure), not a conflict: listed as a dissenter, but ``agree`` stays true."""
+    unsure = {"image": opinion("3", 0.9, 0.9), "audio": opinion("8", 0.4, RULES_OUT_BELOW)}
+    result = agreement(unsure, "3")
+    assert result["agree"] and result["dissenters"][0]["rules_out"] is False
+    just_below = {"image": opinion("3", 0.9, 0.9), "audio": opinion("8", 0.9, RULES_OUT_BELOW - 1e-6)}
+    assert agreement(just_below, "3")["agree"] is False
 
 
 def test_abstention_reasons() -> None:
