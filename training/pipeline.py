@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from app.contract import latest_version_dir
 from app.manifest import Manifest
@@ -96,6 +97,31 @@ def report(out: Path, info: dict[str, Any]) -> Path:
     return write_report(evals, out, info)
 
 
+def train_calibrated(
+    name: str,
+    n_classes: int,
+    train_t: tuple[Features, torch.Tensor, torch.Tensor],
+    val_t: tuple[Features, torch.Tensor, torch.Tensor],
+    *,
+    epochs: int,
+    seed: int,
+    threads: int,
+    source: str,
+    limit: int | None,
+    progress: bool,
+) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """Train ``name`` (its epoch multiplier applied) and fit its temperatures on val.
+
+    Returns the model, the manifest's ``training`` record and the calibration: the one recipe
+    that both ``train`` and ``seeds`` export, so the extra seeds are the same model as the served one.
+    """
+    cfg = TrainConfig(model=name, epochs=epochs * EPOCH_MULTIPLIER.get(name, 1), seed=seed, threads=threads)
+    model, info = train_model(cfg, n_classes, train_t, val_t, progress=progress)
+    calibration = calibrate(model, name, val_t)
+    training = {**cfg.to_dict(), **info, "data": source, "limit": limit, "calibration": calibration}
+    return model, training, calibration
+
+
 def run(
     models: list[str],
     *,
@@ -120,13 +146,11 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     dirs = []
     for name in models:
-        cfg = TrainConfig(
-            model=name, epochs=epochs * EPOCH_MULTIPLIER.get(name, 1), seed=seed, threads=threads
-        )
-        model, info = train_model(cfg, len(ds.labels), train_t, val_t, progress=progress)
-        calibration = calibrate(model, name, val_t)
+        model, training, calibration = train_calibrated(
+            name, len(ds.labels), train_t, val_t, epochs=epochs, seed=seed, threads=threads,
+            source=source, limit=limit, progress=progress,
+        )  # fmt: skip
         test_ece = _test_ece(model, name, test_t)
-        training = {**cfg.to_dict(), **info, "data": source, "limit": limit, "calibration": calibration}
         path = export_model(
             model,
             name=name,
@@ -145,7 +169,7 @@ def run(
         )
         params = sum(p.numel() for p in model.parameters())
         evaluation = evaluate_model(
-            path, test, params=params, train_seconds=float(info["train_seconds"]), seed=seed
+            path, test, params=params, train_seconds=float(training["train_seconds"]), seed=seed
         )
         manifest = Manifest.read(path / "manifest.json")
         manifest.metrics = {**evaluation.metrics(), **manifest.metrics}

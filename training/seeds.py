@@ -60,12 +60,10 @@ def train_seeds(
     progress: bool = True,
 ) -> dict[int, dict[str, dict[str, float]]]:
     """Train, calibrate, export (to a temporary folder) and tier-evaluate each model per seed."""
-    from training.calibration import calibrate
     from training.data import load_dataset
     from training.export import export_model
-    from training.pipeline import _tensors
+    from training.pipeline import _tensors, train_calibrated
     from training.tiers_eval import evaluate_repository, load_eval_tiers
-    from training.train import EPOCH_MULTIPLIER, TrainConfig, train_model
 
     ds = load_dataset(source, seed=data_seed, limit=limit, cache_dir=cache_dir, progress=progress)
     train, val, test = (ds.split_view(s) for s in ("train", "val", "test"))
@@ -76,18 +74,10 @@ def train_seeds(
         for seed in seeds:
             dirs = []
             for name in names:
-                cfg = TrainConfig(
-                    model=name, epochs=epochs * EPOCH_MULTIPLIER.get(name, 1), seed=seed, threads=threads
-                )
-                model, info = train_model(cfg, len(ds.labels), train_t, val_t, progress=progress)
-                calibration = calibrate(model, name, val_t)
-                training = {
-                    **cfg.to_dict(),
-                    **info,
-                    "data": source,
-                    "limit": limit,
-                    "calibration": calibration,
-                }
+                model, training, _ = train_calibrated(
+                    name, len(ds.labels), train_t, val_t, epochs=epochs, seed=seed, threads=threads,
+                    source=source, limit=limit, progress=progress,
+                )  # fmt: skip
                 dirs.append(
                     export_model(
                         model,
