@@ -19,6 +19,7 @@ import onnxruntime as ort
 
 from app.agreement import agreement
 from app.media import MODALITIES
+from app.outputs import softmax
 
 BATCH = 500
 
@@ -28,10 +29,8 @@ def _probs(session: ort.InferenceSession, arrays: dict[str, np.ndarray], mask: n
     out = []
     for s in range(0, n, BATCH):
         feed = {k: v[s : s + BATCH] for k, v in arrays.items()} | {"mask": mask[s : s + BATCH]}
-        out.append(session.run(["logits"], feed)[0].astype(np.float64))
-    z = np.concatenate(out)
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
+        out.append(session.run(["logits"], feed)[0])
+    return softmax(np.concatenate(out))  # the server's own softmax
 
 
 def flags(session: ort.InferenceSession, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -60,6 +59,7 @@ def flags(session: ort.InferenceSession, arrays: dict[str, np.ndarray]) -> tuple
 
 def main() -> None:
     from training.data.tiers import load_tiers  # the trainer's data: a bench-only dependency
+    from training.metrics import donors
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="late,gated,intermediate,early")
@@ -68,8 +68,9 @@ def main() -> None:
     args = parser.parse_args()
     clean = load_tiers(seed=args.seed, progress=False)["clean"]
     labels = np.asarray(clean.label)
-    rng = np.random.default_rng([args.seed, 7])
-    donor = np.array([rng.choice(np.flatnonzero(labels != y)) for y in labels])
+    donor = donors(labels, np.random.default_rng([args.seed, 7]))  # as the report's conflict table
+    if donor is None:
+        raise SystemExit("the clean tier holds one class only: nothing to swap")
     base = {m: np.asarray(getattr(clean, m)) for m in MODALITIES}
     for name in args.models.split(","):
         session = ort.InferenceSession(
