@@ -89,10 +89,7 @@ def check_manifest(m: Manifest) -> None:
         if t.shape[0] != -1
     ]
     want = {
-        "image": ("uint8", [-1, m.decode.image_size, m.decode.image_size]),
-        "audio": ("float32", [-1, m.decode.audio_samples]),
-        "text": ("uint8", [-1, m.decode.text_bytes]),
-        "mask": ("float32", [-1, 3]),
+        n: (t.dtype, t.shape) for n in ("image", "audio", "text", "mask") for t in [m.decode.input_spec(n)]
     }
     for spec in m.inputs:
         if (spec.dtype, spec.shape) != want[spec.name]:

@@ -22,6 +22,7 @@ from app.errors import BadRequest, InvalidInput, PayloadTooLarge
 from app.manifest import Manifest
 from app.media import (
     MODALITIES,
+    Adjusted,
     MediaError,
     MediaTooLarge,
     audio_from_array,
@@ -83,6 +84,8 @@ class Layout:
 
     present: list[list[str]]
     rows: list[dict[int, int]]
+    adjusted: list[Adjusted | None] | None = None
+    """Per sample: what decoding changed to fit the spec (``None``: nothing, or not decoded here)."""
 
 
 _BITS = {m: 1 << j for j, m in enumerate(MODALITIES)}
@@ -123,13 +126,13 @@ def decode_samples(
         BadRequest: bad base64, unreadable media, wrong array shape or dtype (field named).
         PayloadTooLarge: a payload over a limit (field named).
     """
-    decoded = []
+    decoded: list[dict[str, np.ndarray]] = []
     for sample in samples:
-        tensors = {}
+        tensors = DecodedSample()
         for modality, raw in sample.items():
             started = time.perf_counter()
             try:
-                tensors[modality] = _decode(modality, raw, manifest, limits)
+                tensors[modality] = _decode(modality, raw, manifest, limits, tensors.adjusted)
             except MediaTooLarge as exc:
                 raise PayloadTooLarge(f"{raw.field}: {exc.reason}") from exc
             except MediaError as exc:
@@ -140,15 +143,35 @@ def decode_samples(
     return decoded
 
 
-def _decode(modality: str, raw: RawInput, manifest: Manifest, limits: Limits) -> np.ndarray:
+class DecodedSample(dict[str, np.ndarray]):
+    """One sample's decoded tensors by modality, plus what decoding changed to fit the model's
+    spec (``adjusted``, see :mod:`app.media.adjust`), which the answer reports."""
+
+    __slots__ = ("adjusted",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.adjusted: Adjusted = {}
+
+
+def _decode(
+    modality: str, raw: RawInput, manifest: Manifest, limits: Limits, adjusted: Adjusted
+) -> np.ndarray:
     d = manifest.decode
     if modality == "text":
-        return encode_text(raw.value, max_bytes=d.text_bytes, max_chars=limits.max_text_chars)
+        return encode_text(
+            raw.value, max_bytes=d.text_bytes, max_chars=limits.max_text_chars, adjusted=adjusted
+        )
     if raw.kind == "array":
         array = _to_array(raw)
         if modality == "image":
             return image_from_array(
-                array, size=d.image_size, max_pixels=limits.max_image_pixels, normalize=d.image_normalize
+                array,
+                size=d.image_size,
+                channels=d.image_channels,
+                normalize=d.image_normalize,
+                max_pixels=limits.max_image_pixels,
+                adjusted=adjusted,
             )
         assert raw.sample_rate is not None
         return audio_from_array(
@@ -157,14 +180,24 @@ def _decode(modality: str, raw: RawInput, manifest: Manifest, limits: Limits) ->
             sample_rate=d.sample_rate,
             samples=d.audio_samples,
             max_seconds=limits.max_audio_seconds,
+            adjusted=adjusted,
         )
     data = b64_payload(raw) if raw.kind == "b64" else raw.value
     if modality == "image":
         return decode_image(
-            data, size=d.image_size, max_pixels=limits.max_image_pixels, normalize=d.image_normalize
+            data,
+            size=d.image_size,
+            channels=d.image_channels,
+            normalize=d.image_normalize,
+            max_pixels=limits.max_image_pixels,
+            adjusted=adjusted,
         )
     return decode_audio(
-        data, sample_rate=d.sample_rate, samples=d.audio_samples, max_seconds=limits.max_audio_seconds
+        data,
+        sample_rate=d.sample_rate,
+        samples=d.audio_samples,
+        max_seconds=limits.max_audio_seconds,
+        adjusted=adjusted,
     )
 
 
@@ -223,4 +256,5 @@ def assemble(
         inputs[spec.name] = column
     if manifest.has_mask:
         inputs["mask"] = _MASK_ROWS[[bits for _, bits in rows]]
-    return inputs, Layout(present, index)
+    adjusted = [getattr(sample, "adjusted", None) or None for sample in decoded]
+    return inputs, Layout(present, index, adjusted if any(adjusted) else None)

@@ -13,7 +13,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from app.media import DEFAULT_MAX_BYTES, DEFAULT_SAMPLE_RATE, DEFAULT_SAMPLES, DEFAULT_SIZE, MODALITIES
+from app.media import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_SAMPLE_RATE,
+    DEFAULT_SAMPLES,
+    DEFAULT_SIZE,
+    MODALITIES,
+)
 
 SCHEMA_VERSION = 1
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_\-]*$"
@@ -40,16 +46,62 @@ class TensorSpec(BaseModel):
 
 
 class DecodeParams(BaseModel):
-    """How raw media becomes the input tensors (see :mod:`app.media`)."""
+    """The model's input spec: how raw media becomes its input tensors (see :mod:`app.media`).
+
+    Chosen at training time and saved in the manifest; the decoder, the graph's input shapes and
+    the metadata all follow it (docs/specs.md). Every field has the built-in digits' value as
+    its default, so a manifest written before a field existed still reads as the digits' spec.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    image_size: int = DEFAULT_SIZE
+    image_size: int = Field(default=DEFAULT_SIZE, ge=8, le=1024)
+    """Side of the square image in pixels (pictures are scaled to fit, aspect kept, and padded)."""
+    image_channels: Literal[1, 3] = 1
+    """1: grey ``[B, size, size]``; 3: RGB ``[B, size, size, 3]``."""
     image_normalize: bool = True
-    """Re-make each image MNIST-style (polarity, crop to the ink, re-centre); see docs/api.md."""
-    sample_rate: int = DEFAULT_SAMPLE_RATE
-    audio_samples: int = DEFAULT_SAMPLES
-    text_bytes: int = DEFAULT_MAX_BYTES
+    """Re-make each image MNIST-style (polarity, crop to the ink, re-centre); see docs/api.md.
+    Grey images only."""
+    sample_rate: int = Field(default=DEFAULT_SAMPLE_RATE, ge=4_000, le=48_000)
+    audio_samples: int = Field(default=DEFAULT_SAMPLES, ge=1_000)
+    """Window length in samples at ``sample_rate`` (longer clips keep their most energetic window)."""
+    text_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=8, le=4096)
+    """UTF-8 bytes kept of a text (cut at a character boundary, zero padded)."""
+
+    @model_validator(mode="after")
+    def _grey_normalize(self) -> DecodeParams:
+        if self.image_channels == 3 and self.image_normalize:
+            raise ValueError(
+                "image_normalize re-makes grey digits; an RGB spec (image_channels 3) needs false"
+            )
+        if self.audio_samples > 60 * self.sample_rate:
+            raise ValueError(f"audio_samples {self.audio_samples} is over 60 s at {self.sample_rate} Hz")
+        return self
+
+    @property
+    def audio_seconds(self) -> float:
+        """The audio window in seconds."""
+        return self.audio_samples / self.sample_rate
+
+    def input_spec(self, name: str) -> TensorSpec:
+        """The graph input ``name`` (``image``, ``audio``, ``text`` or ``mask``) this spec decodes to."""
+        size = self.image_size
+        shapes: dict[str, tuple[DType, list[int]]] = {
+            "image": ("uint8", [-1, size, size] + ([3] if self.image_channels == 3 else [])),
+            "audio": ("float32", [-1, self.audio_samples]),
+            "text": ("uint8", [-1, self.text_bytes]),
+            "mask": ("float32", [-1, len(MODALITIES)]),
+        }
+        dtype, shape = shapes[name]
+        return TensorSpec(name=name, dtype=dtype, shape=shape)
+
+    def summary(self) -> str:
+        """``"28x28 grey, 1.0 s at 16000 Hz, 64 bytes"``: the spec in one line, for reports and logs."""
+        colour = "grey" if self.image_channels == 1 else "RGB"
+        return (
+            f"{self.image_size}x{self.image_size} {colour}, {self.audio_seconds:g} s at "
+            f"{self.sample_rate} Hz, {self.text_bytes} bytes"
+        )
 
 
 class Explain(BaseModel):
@@ -58,12 +110,18 @@ class Explain(BaseModel):
     ``gate_weights``: the model outputs per-modality softmax weights (output ``output``),
     renormalised over the present modalities. ``leave_one_out``: the server re-runs the model
     with each present modality masked and reports the drop in the predicted class's probability.
+
+    ``coalitions``: the file (next to ``model.onnx``, with its ``coalitions_sha256``) of the
+    model's coalition graph (``training/coalitions.py``): every modality subset of a sample in one
+    pass of the encoders, which explanations use instead of extra rows of the model.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     method: Literal["gate_weights", "leave_one_out", "none"] = "leave_one_out"
     output: str | None = None
+    coalitions: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+\.onnx$")
+    coalitions_sha256: str = ""
 
 
 class Manifest(BaseModel):

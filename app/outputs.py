@@ -48,6 +48,7 @@ class Prediction:
     agreement: dict[str, Any] | None = None
     explanation: dict[str, Any] | None = None
     abstention: dict[str, Any] | None = None
+    adjusted: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of one answer."""
@@ -66,6 +67,7 @@ class Prediction:
             "agreement": self.agreement,
             "explanation": self.explanation,
             "abstention": self.abstention,
+            "adjusted": self.adjusted,
         }
 
 
@@ -135,6 +137,7 @@ def postprocess(
                 agreement=extra.get("agreement"),
                 explanation=extra.get("explanation"),
                 abstention=abstained,
+                adjusted=layout.adjusted[i] if layout.adjusted else None,
             )
         )
     return answers

@@ -184,6 +184,18 @@ class Abstention(BaseModel):
     min_confidence: float
 
 
+class Adjustment(BaseModel):
+    """What decoding changed in one modality to fit the model's input spec (docs/specs.md)."""
+
+    actions: list[Literal["resized", "greyscaled", "mixed_down", "resampled", "cut", "padded"]]
+    from_: dict[str, Any] = Field(
+        alias="from",
+        description="The payload as sent: width/height/mode, seconds/sample_rate/channels, bytes.",
+    )
+    to: dict[str, Any] = Field(description="What the model got, in the same terms.")
+    message: str = Field(description="One sentence, e.g. 'audio cut from 3.20 s to 1.00 s (...)'.")
+
+
 class PredictResponse(BaseModel):
     """The answer for one sample."""
 
@@ -205,6 +217,11 @@ class PredictResponse(BaseModel):
     agreement: Agreement | None = None
     explanation: Explanation | None = None
     abstention: Abstention | None = None
+    adjusted: dict[str, Adjustment] | None = Field(
+        default=None,
+        description="Per modality that did not already have the model's spec: how it was made to fit "
+        "(cut, resized, resampled, ...). Null when every payload fitted as sent.",
+    )
 
 
 class PredictionsResponse(BaseModel):

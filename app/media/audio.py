@@ -1,7 +1,9 @@
-"""Audio bytes or arrays -> the model's ``audio`` tensor (float32 [samples], mono, 16 kHz).
+"""Audio bytes or arrays -> the model's ``audio`` tensor (float32 [samples], mono, at the spec's
+rate; the digits' spec is 1 s at 16 kHz).
 
 libsndfile (via soundfile) decodes WAV/FLAC/OGG; soxr resamples. A clip longer than the
-window keeps its most energetic window; a shorter one is centred and zero padded.
+window keeps its most energetic window; a shorter one is centred and zero padded. What changed
+(channels mixed down, rate, cut or padding) is recorded in ``adjusted`` (:mod:`app.media.adjust`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from app.media.adjust import Adjusted, record
 from app.media.errors import MediaError, MediaTooLarge
 
 DEFAULT_SAMPLE_RATE = 16_000
@@ -31,8 +34,11 @@ def decode_audio(
     sample_rate: int = DEFAULT_SAMPLE_RATE,
     samples: int = DEFAULT_SAMPLES,
     max_seconds: float = DEFAULT_MAX_SECONDS,
+    adjusted: Adjusted | None = None,
 ) -> np.ndarray:
     """Decode WAV/FLAC/OGG bytes into a float32 ``[samples]`` mono clip at ``sample_rate``.
+
+    ``adjusted`` receives what was changed to fit (see :func:`fit_window`).
 
     The duration is read from the header and checked before the samples are decoded, and the
     channels are mixed down block by block: a small compressed file with many channels cannot
@@ -66,7 +72,10 @@ def decode_audio(
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError, OverflowError) as exc:
         raise MediaError("audio", f"could not be decoded as WAV/FLAC/OGG: {exc}") from exc
     mono = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
-    return _finish(mono, rate, sample_rate=sample_rate, samples=samples)
+    out = _finish(mono, rate, sample_rate=sample_rate, samples=samples)
+    if adjusted is not None:
+        _note(adjusted, mono.shape[0], rate, channels, sample_rate, samples)
+    return out
 
 
 def audio_from_array(
@@ -76,8 +85,10 @@ def audio_from_array(
     sample_rate: int = DEFAULT_SAMPLE_RATE,
     samples: int = DEFAULT_SAMPLES,
     max_seconds: float = DEFAULT_MAX_SECONDS,
+    adjusted: Adjusted | None = None,
 ) -> np.ndarray:
-    """Turn a waveform array sampled at ``rate`` Hz into the model's clip.
+    """Turn a waveform array sampled at ``rate`` Hz into the model's clip (``adjusted`` as in
+    :func:`decode_audio`).
 
     Accepts ``[N]`` (mono) or ``[N, channels]`` samples in [-1, 1]. Float samples beyond that
     range are clipped, as for float audio files; integer samples beyond it are refused, since
@@ -118,7 +129,32 @@ def audio_from_array(
         wave = wave[:, None]
     if wave.shape[1] == 0:
         raise MediaError("audio", "has no samples")
-    return _finish(wave.mean(axis=1, dtype=np.float32), rate, sample_rate=sample_rate, samples=samples)
+    out = _finish(wave.mean(axis=1, dtype=np.float32), rate, sample_rate=sample_rate, samples=samples)
+    if adjusted is not None:
+        _note(adjusted, wave.shape[0], rate, wave.shape[1], sample_rate, samples)
+    return out
+
+
+def _note(adjusted: Adjusted, frames: int, rate: int, channels: int, sample_rate: int, samples: int) -> None:
+    """Record what :func:`_finish` did to a clip of ``frames`` frames at ``rate`` Hz."""
+    actions, details = [], []
+    if channels > 1:
+        actions.append("mixed_down")
+        details.append(f"mixed down from {channels} channels to mono")
+    if rate != sample_rate:
+        actions.append("resampled")
+        details.append(f"resampled from {rate} Hz to {sample_rate} Hz")
+    seconds, window = frames / rate, samples / sample_rate
+    resampled = frames if rate == sample_rate else round(frames * sample_rate / rate)
+    if resampled > samples:
+        actions.append("cut")
+        details.append(f"cut from {seconds:.2f} s to {window:.2f} s (the most energetic window kept)")
+    elif resampled < samples:
+        actions.append("padded")
+        details.append(f"padded from {seconds:.2f} s to {window:.2f} s (centred in silence)")
+    original = {"seconds": round(seconds, 3), "sample_rate": rate, "channels": channels}
+    served = {"seconds": round(window, 3), "sample_rate": sample_rate, "channels": 1}
+    record(adjusted, "audio", actions, original, served, details)
 
 
 def _check_rate(rate: object) -> int:

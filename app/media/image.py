@@ -1,10 +1,12 @@
-"""Image bytes or arrays -> the model's ``image`` tensor (uint8 [size, size], grayscale).
+"""Image bytes or arrays -> the model's ``image`` tensor: uint8 ``[size, size]`` grayscale, or
+``[size, size, 3]`` RGB for a model whose spec has 3 channels.
 
-Pillow does the decoding at the picture's own resolution. Then, by default, the digit is
+Pillow does the decoding at the picture's own resolution. Then, by default, a grey digit is
 normalised as MNIST was made (:func:`app.media.digit.normalize_digit`: polarity from the
 border, crop to the ink, 20/28 box, centre of mass), so a canvas drawing, a scan or a photo
-looks like what the model was trained on. With ``normalize=False`` the whole picture is only
-scaled to fit the square (aspect kept) and padded with black, the MNIST background.
+looks like what the model was trained on. With ``normalize=False`` (and always for RGB) the
+whole picture is only scaled to fit the square (aspect kept, nothing cropped) and padded with
+black. What changed (size, colour) is recorded in ``adjusted`` (:mod:`app.media.adjust`).
 """
 
 from __future__ import annotations
@@ -15,22 +17,39 @@ import struct
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from app.media.adjust import Adjusted, record
 from app.media.digit import fit_square, normalize_digit, normalize_image
 from app.media.errors import MediaError, MediaTooLarge
 
-__all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_SIZE", "decode_image", "image_from_array", "normalize_digit"]
+__all__ = [
+    "DEFAULT_CHANNELS",
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_SIZE",
+    "decode_image",
+    "image_from_array",
+    "normalize_digit",
+]
 
 DEFAULT_SIZE = 28
+DEFAULT_CHANNELS = 1
 DEFAULT_MAX_PIXELS = 40_000_000  # 40 MP: above any camera photo, below a decompression bomb
+_GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
 
 def decode_image(
-    data: bytes, *, size: int = DEFAULT_SIZE, max_pixels: int = DEFAULT_MAX_PIXELS, normalize: bool = True
+    data: bytes,
+    *,
+    size: int = DEFAULT_SIZE,
+    channels: int = DEFAULT_CHANNELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    normalize: bool = True,
+    adjusted: Adjusted | None = None,
 ) -> np.ndarray:
-    """Decode PNG/JPEG/any Pillow format into a uint8 ``[size, size]`` grayscale array.
+    """Decode PNG/JPEG/any Pillow format into uint8 ``[size, size]`` (grey) or ``[size, size, 3]``.
 
     The pixel count is checked from the header before any pixel is decoded. ``normalize``
-    re-makes the digit MNIST-style (see the module docstring); False only fits the picture.
+    re-makes a grey digit MNIST-style (see the module docstring); False only fits the picture.
+    ``channels`` is 1 (grey) or 3 (RGB); ``adjusted`` receives what was changed to fit.
 
     Raises:
         MediaError: empty, truncated or unrecognised bytes.
@@ -58,23 +77,21 @@ def decode_image(
         raise MediaError("image", "is not an image format that can be read (PNG, JPEG, ...)") from exc
     except (OSError, ValueError, SyntaxError, EOFError, KeyError, IndexError, struct.error) as exc:
         raise MediaError("image", f"could not be decoded: {exc}") from exc
-    try:
-        gray = _to_grayscale(img, normalize)
-    except (ValueError, OSError) as exc:
-        raise MediaError("image", f"has unusable pixels (mode {img.mode}): {exc}") from exc
-    return _to_square(gray, size, normalize)
+    return _fit(img, size, channels, normalize, adjusted)
 
 
 def image_from_array(
     array: np.ndarray,
     *,
     size: int = DEFAULT_SIZE,
+    channels: int = DEFAULT_CHANNELS,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     normalize: bool = True,
+    adjusted: Adjusted | None = None,
 ) -> np.ndarray:
     """Turn an ``[H, W]`` or ``[H, W, C]`` array (C = 1, 3 or 4) into the model's image.
 
-    ``normalize`` as in :func:`decode_image`.
+    ``channels``, ``normalize`` and ``adjusted`` as in :func:`decode_image`.
 
     Integer arrays must hold 0..255; float arrays must hold 0..1 (the MNIST convention).
 
@@ -107,7 +124,60 @@ def image_from_array(
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     mode = {2: "L", 3: "RGB", 4: "RGBA"}[arr.shape[2] if arr.ndim == 3 else 2]
-    return _to_square(_to_grayscale(Image.fromarray(arr, mode=mode), normalize), size, normalize)
+    return _fit(Image.fromarray(arr, mode=mode), size, channels, normalize, adjusted)
+
+
+def _fit(
+    img: Image.Image, size: int, channels: int, normalize: bool, adjusted: Adjusted | None
+) -> np.ndarray:
+    """The decoded picture -> the spec's square and channels, recording what changed."""
+    width, height = img.size
+    try:
+        if channels == 3:
+            out = fit_square(_to_rgb(img), size)
+        else:
+            out = _to_square(_to_grayscale(img, normalize), size, normalize)
+    except (ValueError, OSError) as exc:
+        raise MediaError("image", f"has unusable pixels (mode {img.mode}): {exc}") from exc
+    if adjusted is not None and (
+        (width, height) != (size, size) or (channels == 1 and img.mode not in _GREY_MODES)
+    ):
+        _note(adjusted, (width, height), img.mode, size, channels, normalize)
+    return out
+
+
+def _note(
+    adjusted: Adjusted, dims: tuple[int, int], mode: str, size: int, channels: int, normalize: bool
+) -> None:
+    actions, details = [], []
+    if dims != (size, size):
+        actions.append("resized")
+        how = (
+            "the digit cropped to its ink and re-centred"
+            if normalize and channels == 1
+            else "aspect kept, padded"
+        )
+        details.append(f"resized from {dims[0]}x{dims[1]} to {size}x{size} ({how})")
+    if channels == 1 and mode not in _GREY_MODES:
+        actions.append("greyscaled")
+        details.append(f"converted from {mode} to grey (the model reads grey pixels)")
+    colour = "grey" if channels == 1 else "RGB"
+    original = {"width": dims[0], "height": dims[1], "mode": mode}
+    record(adjusted, "image", actions, original, {"width": size, "height": size, "mode": colour}, details)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> ``RGB``; transparency is composited onto black (the padding colour)."""
+    if img.mode in ("RGB",):
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F", "LAB"):
+        return _to_grayscale(img).convert("RGB")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("LA", "La", "PA", "RGBA", "RGBa"):
+        rgba = img.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert("RGB")
+    return img.convert("RGB")
 
 
 def _to_grayscale(img: Image.Image, contrast_alpha: bool = False) -> Image.Image:

@@ -1,7 +1,7 @@
 """Text -> the model's ``text`` tensor (uint8 [max_bytes], UTF-8, zero padded).
 
 The model reads bytes, so no tokenizer is needed at serving time. Truncation never
-splits a multi-byte character.
+splits a multi-byte character, and is recorded in ``adjusted`` (:mod:`app.media.adjust`).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import unicodedata
 
 import numpy as np
 
+from app.media.adjust import Adjusted, record
 from app.media.errors import MediaError, MediaTooLarge
 
 DEFAULT_MAX_BYTES = 64
@@ -17,9 +18,15 @@ DEFAULT_MAX_CHARS = 10_000
 
 
 def encode_text(
-    text: str, *, max_bytes: int = DEFAULT_MAX_BYTES, max_chars: int = DEFAULT_MAX_CHARS
+    text: str,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_chars: int = DEFAULT_MAX_CHARS,
+    adjusted: Adjusted | None = None,
 ) -> np.ndarray:
     """NFC-normalise, UTF-8 encode, truncate at a character boundary, zero pad.
+
+    ``adjusted`` receives the cut, if any (bytes and characters before and after).
 
     Raises:
         MediaError: not a string, empty after stripping, holding NUL characters
@@ -40,7 +47,13 @@ def encode_text(
     except UnicodeEncodeError as exc:  # e.g. a lone surrogate from a JSON "\ud800" escape
         raise MediaError("text", f"is not valid Unicode: {exc.reason} at character {exc.start}") from exc
     if len(raw) > max_bytes:
-        raw = raw[:max_bytes].decode("utf-8", errors="ignore").encode("utf-8")
+        kept = raw[:max_bytes].decode("utf-8", errors="ignore")
+        if adjusted is not None:
+            original = {"bytes": len(raw), "characters": len(text)}
+            served = {"bytes": len(kept.encode("utf-8")), "characters": len(kept)}
+            detail = f"cut from {len(raw)} to {served['bytes']} bytes ({len(text)} to {len(kept)} characters)"
+            record(adjusted, "text", ["cut"], original, served, [detail])
+        raw = kept.encode("utf-8")
     out = np.zeros(max_bytes, dtype=np.uint8)
     out[: len(raw)] = np.frombuffer(raw, dtype=np.uint8)
     return out

@@ -33,7 +33,7 @@ PATTERN = digit_pattern()
 
 def test_public_api_is_exactly_all() -> None:
     public = {n for n in dir(media) if not n.startswith("_") and n not in ("annotations",)}
-    assert public - {"audio", "digit", "errors", "image", "text"} == set(media.__all__)
+    assert public - {"adjust", "audio", "digit", "errors", "image", "text"} == set(media.__all__)
     assert media.MODALITIES == ("image", "audio", "text")
 
 
