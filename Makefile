@@ -75,12 +75,14 @@ lint: $(VENV)/.dev
 # (one apt-get call per missing tool, so a tool installed outside apt -- npm from nodesource, say --
 # never drags the others into a "held broken packages" failure). Add a tool as `command:package`;
 # a check starting with / is a file that must exist (festival voices have no command of their own;
-# dnsname: container names resolve on Podman networks with CNI, for the compose `scale` profile).
+# dnsname: container names resolve on Podman networks with CNI, for the compose `scale` profile;
+# chromium: the browser tests/browser drive through Playwright, which downloads no browser).
 SYSDEPS := espeak-ng:espeak-ng npm:npm flite:flite festival:festival \
   /usr/share/festival/voices/english/kal_diphone:festvox-kallpc16k \
   /usr/share/festival/voices/english/ked_diphone:festvox-kdlpc16k \
   /usr/share/festival/voices/us/cmu_us_slt_arctic_hts:festvox-us-slt-hts \
-  nginx:nginx /usr/lib/cni/dnsname:golang-github-containernetworking-plugin-dnsname
+  nginx:nginx /usr/lib/cni/dnsname:golang-github-containernetworking-plugin-dnsname \
+  chromium:chromium
 sysdeps:
 	@for pair in $(SYSDEPS); do \
 	  cmd=$${pair%%:*}; pkg=$${pair#*:}; \

@@ -1,0 +1,80 @@
+// Talking to the server: the API key header, errors as readable messages, and the server's time.
+// URLs are relative to the page, so the playground also works behind a path prefix.
+
+const KEY = "fusionserve.apiKey";
+
+/** The API key, kept in sessionStorage only: it lives as long as this tab and is never written to disk. */
+export function apiKey() {
+  return sessionStorage.getItem(KEY) ?? "";
+}
+
+export function setApiKey(value) {
+  if (value) sessionStorage.setItem(KEY, value);
+  else sessionStorage.removeItem(KEY);
+}
+
+/** An answer other than 2xx, or no answer: `status` is 0 when the server could not be reached. */
+export class ApiError extends Error {
+  constructor(status, message, requestId) {
+    super(message);
+    this.status = status;
+    this.requestId = requestId;
+  }
+
+  /** One line a person can read: what went wrong and what to do. */
+  describe() {
+    const hint =
+      this.status === 401
+        ? " Enter the server's API key above."
+        : this.status === 413
+          ? " Send a smaller file or a shorter clip."
+          : "";
+    const code = this.status ? `${this.status}: ` : "";
+    const id = this.requestId ? ` (request ${this.requestId})` : "";
+    return `${code}${this.message}.${hint}${id}`.replace(/\.\./g, ".");
+  }
+}
+
+/**
+ * Call the API. Returns the JSON body, the request id, and the time the server took as the
+ * browser's Resource Timing sees it (request sent -> first byte of the answer, in ms), which on
+ * the same machine is the server's own time; null where the browser does not expose it.
+ * @param {string} path  relative, e.g. "v1/models"
+ * @param {RequestInit} [init]
+ */
+export async function call(path, init = {}) {
+  const headers = new Headers(init.headers);
+  const key = apiKey();
+  if (key) headers.set("X-API-Key", key);
+  const url = new URL(path, document.baseURI).href;
+  const sent = performance.now();
+  let response;
+  try {
+    response = await fetch(url, { ...init, headers });
+  } catch (err) {
+    throw new ApiError(0, `the server did not answer (${err.message})`, null);
+  }
+  const text = await response.text();
+  const roundTrip = performance.now() - sent;
+  let body = null;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    body = null;
+  }
+  const requestId = response.headers.get("x-request-id");
+  if (!response.ok) {
+    const message = body && typeof body.error === "string" ? body.error : text.slice(0, 300) || response.statusText;
+    throw new ApiError(response.status, message, requestId);
+  }
+  return { body, requestId, roundTrip, server: await serverTime(url, sent) };
+}
+
+async function serverTime(url, sent) {
+  await new Promise((resolve) => setTimeout(resolve, 0)); // the entry is queued after the body ends
+  const entries = performance.getEntriesByName(url, "resource").filter((e) => e.startTime >= sent - 1);
+  const entry = entries[entries.length - 1];
+  if (performance.getEntriesByType("resource").length > 200) performance.clearResourceTimings();
+  if (!entry || !entry.requestStart || !entry.responseStart) return null;
+  return entry.responseStart - entry.requestStart;
+}
