@@ -305,7 +305,7 @@ class ModelRepository:
         await self._close(runtime)
 
     async def _close(self, runtime: ModelRuntime) -> None:
-        await runtime.batcher.close()
+        await runtime.close()
         was_ready = runtime.ready
         runtime.unload()
         self._set_ready_metric(runtime)

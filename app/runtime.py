@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from app.batching import AdaptiveBatcher, Observer, Tensors
 from app.checks import NUMPY_DTYPES, check_inputs, check_manifest, check_session
+from app.coalitions import check_coalitions, coalitions_file, output_names
 from app.config import Settings
 from app.errors import ConfigError, ModelLoadError, NotReady
 from app.manifest import Manifest, describe_manifest_errors, sha256_file
@@ -117,6 +118,9 @@ class ModelRuntime:
         self._output_names: list[str] = []
         self._batching = (max_batch_size, max_batch_delay_s, observe)
         self.batcher = self._new_batcher()
+        self.coalitions: AdaptiveBatcher | None = None
+        """The coalition graph's batcher (:mod:`app.coalitions`), when the model has a usable one."""
+        self._coalition_session: ort.InferenceSession | None = None
         self._users = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -197,6 +201,7 @@ class ModelRuntime:
             self._output_names = [o.name for o in self.manifest.outputs]
             self.provider = session.get_providers()[0]
             self._warm_up()
+            self._open_coalitions()
         except Exception as exc:
             self._session, self.provider = None, None
             self.state = ModelState.FAILED
@@ -218,9 +223,24 @@ class ModelRuntime:
             raise NotReady(f"model {self.name} version {self.version} is not loaded")
         return dict(zip(self._output_names, session.run(self._output_names, inputs), strict=True))
 
+    def predict_coalitions(self, inputs: Tensors) -> Tensors:
+        """Run the coalition graph on validated inputs (blocking; its batcher calls it in a thread)."""
+        session = self._coalition_session
+        if session is None or self.manifest is None:
+            raise NotReady(f"model {self.name} version {self.version} has no coalition graph loaded")
+        names = output_names(self.manifest)
+        return dict(zip(names, session.run(names, inputs), strict=True))
+
+    async def close(self) -> None:
+        """Stop the batchers: requests still queued fail with 503, runs in flight finish first."""
+        await self.batcher.close()
+        if self.coalitions is not None:
+            await self.coalitions.close()
+
     def unload(self) -> None:
-        """Drop the session (call after ``batcher.close()`` so no run is in flight)."""
+        """Drop the sessions (call after :meth:`close` so no run is in flight)."""
         self._session, self.provider = None, None
+        self._coalition_session, self.coalitions = None, None
         self.state = ModelState.UNLOADED
 
     def validate(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
@@ -267,6 +287,49 @@ class ModelRuntime:
             max_delay_s=delay,
             observe=observe,
         )
+
+    def _open_coalitions(self) -> None:
+        """Load and check the coalition graph, if the manifest names one; log why if it is not used."""
+        assert self.manifest is not None
+        self._coalition_session, self.coalitions = None, None
+        try:
+            path = coalitions_file(self.manifest, self.path)
+            if path is None:
+                return
+            session = self._create_session(path)
+            check_coalitions(self.manifest, session, self.predict, self._probe())
+        except Exception as exc:
+            log.warning(
+                "%s:%s explains with extra rows: its coalition graph is unusable (%s)",
+                self.name,
+                self.version,
+                exc,
+            )
+            return
+        self._coalition_session = session
+        size, delay, observe = self._batching
+        self.coalitions = AdaptiveBatcher(
+            self.predict_coalitions,
+            name=f"{self.name}:{self.version}:coalitions",
+            max_batch_size=size,
+            max_delay_s=delay,
+            observe=observe,
+        )
+
+    def _probe(self) -> Tensors:
+        """Four rows of seeded random inputs, with masks that leave out one modality or none."""
+        assert self.manifest is not None
+        rng, rows, probe = np.random.default_rng(0), 4, {}
+        for spec in self.manifest.inputs:
+            dtype = NUMPY_DTYPES[spec.dtype]
+            shape = [rows, *spec.shape[1:]]
+            probe[spec.name] = (
+                rng.integers(0, 128, shape).astype(dtype)
+                if dtype == np.uint8
+                else rng.random(shape).astype(dtype)
+            )
+        probe["mask"] = np.array([[1, 1, 1], [0, 1, 1], [1, 0, 1], [1, 1, 0]], dtype=np.float32)
+        return probe
 
     def _create_session(self, path: Path) -> ort.InferenceSession:
         opts = ort.SessionOptions()

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.batching import Tensors
+from app.coalitions import widen
 from app.config import Settings
 from app.contract import parse_version
 from app.decode_cost import probe
@@ -237,7 +238,7 @@ class InferenceService:
                 inputs = await asyncio.to_thread(self._adapt_v2, runtime, parsed)
             else:
                 inputs = self._adapt_v2(runtime, parsed)
-            outputs = await run_explained(runtime.batcher.submit, manifest, inputs, plan)
+            outputs = await run_explained(runtime.batcher.submit, manifest, inputs, plan, runtime.coalitions)
         return encode_infer_response(
             parsed, outputs, model_name=name, model_version=runtime.version, labels=manifest.labels
         )
@@ -264,8 +265,13 @@ class InferenceService:
             check_modalities(samples, manifest)
             decoded = await self._decode(samples, manifest)
             plan = AnswerPlan.of(manifest, options, self.settings.min_confidence)
-            inputs, layout = assemble(manifest, decoded, plan.coalitions if plan.extra_rows else None)
-            outputs = await runtime.batcher.submit(runtime.validate(inputs))
+            if plan.extra_rows and runtime.coalitions is not None:  # one pass: see app.coalitions
+                inputs, layout = assemble(manifest, decoded)
+                coalitions = await runtime.coalitions.submit(runtime.validate(inputs))
+                outputs, layout = widen(manifest, coalitions, layout, plan)
+            else:
+                inputs, layout = assemble(manifest, decoded, plan.coalitions if plan.extra_rows else None)
+                outputs = await runtime.batcher.submit(runtime.validate(inputs))
         return postprocess(manifest, outputs, layout, top_k=options.top_k, plan=plan)
 
     async def _decode(self, samples: Sequence[Sample], manifest: Manifest) -> list[dict[str, np.ndarray]]:

@@ -22,6 +22,8 @@ from torch import nn
 
 from app.contract import INPUT_SPECS, next_version
 from app.manifest import DecodeParams, Explain, FusionKind, Manifest, TensorSpec, sha256_file
+from training.coalitions import FILE as COALITIONS_FILE
+from training.coalitions import write_coalitions
 from training.graph import FusionGraph, UnimodalGraph, wrap
 from training.train import SUBSETS
 
@@ -180,6 +182,9 @@ def export_model(
             if "weights" in graph.extra_outputs
             else Explain(method="leave_one_out" if isinstance(graph, FusionGraph) else "none")
         )
+        if isinstance(graph, FusionGraph):  # explanations in one pass of the encoders
+            sha = write_coalitions(onnx_path, Path(tmp) / COALITIONS_FILE)
+            explain = explain.model_copy(update={"coalitions": COALITIONS_FILE, "coalitions_sha256": sha})
         manifest = Manifest(
             name=name,
             version=version,

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from app.batching import AdaptiveBatcher
+from app.coalitions import widen
 from app.explain import EXPLAIN_METHODS, AnswerPlan
 from app.inputs import Layout, assemble
 from app.manifest import Manifest
@@ -83,16 +85,28 @@ def _flag(parameters: Mapping[str, Any], name: str) -> bool:
 
 
 async def run_explained(
-    submit: Submit, manifest: Manifest, inputs: Tensors, plan: AnswerPlan | None
+    submit: Submit,
+    manifest: Manifest,
+    inputs: Tensors,
+    plan: AnswerPlan | None,
+    coalitions: AdaptiveBatcher | None = None,
 ) -> Mapping[str, np.ndarray]:
     """Run ``inputs`` through ``submit``; with a plan, add the coalition rows and the explanation output.
 
     The request's own rows go in unchanged (rows ``0..B-1``), so the model's outputs are those a
-    request without the parameters gets; coalition rows follow them in the same batch.
+    request without the parameters gets; coalition rows follow them in the same batch. A model
+    with a coalition graph (``coalitions``, :mod:`app.coalitions`) answers them in one pass instead.
     """
     if plan is None:
         return await submit(inputs)
     n = len(next(iter(inputs.values())))
+    if coalitions is not None and plan.extra_rows:
+        mask = inputs["mask"]
+        present = [[m for j, m in enumerate(MODALITIES) if mask[r, j] > 0] for r in range(n)]
+        table, layout = widen(manifest, await coalitions.submit(inputs), Layout(present, []), plan)
+        if n > INLINE_ROWS:
+            return await asyncio.to_thread(_explained, manifest, table, layout, plan, n)
+        return _explained(manifest, table, layout, plan, n)
     if n > INLINE_ROWS:  # tens of MB of coalition rows and JSON: keep the event loop free
         expanded, layout = await asyncio.to_thread(_expand, manifest, inputs, plan, n)
         outputs = await submit(expanded)
