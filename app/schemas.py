@@ -267,7 +267,12 @@ class ModelMetadata(BaseModel):
     ready: bool
     state: str
     reason: str
-    explain: str | None
+    explain: str | None = Field(description="The default explain_method of predict: shapley, or none.")
+    explain_methods: list[str] = Field(description="The explain_method values predict takes.")
+    gate_weights: bool = Field(description="Explained answers also carry the model's own gate weights.")
+    coalition_graph: bool = Field(
+        description="Explanations run in one pass of the encoders (app/coalitions.py), not as extra rows."
+    )
     metrics: dict[str, Any]
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]

@@ -261,7 +261,9 @@ class ModelInfo:
     Attributes:
         modalities: The modalities the model accepts, in the model's order.
         formats: Accepted media formats per modality (``{"image": ["png", "jpeg", ...]}``).
-        explain: The explanation method (``leave_one_out``, ``gate_weights`` or ``none``).
+        explain: predict's default explanation method (``shapley``, or ``none`` for a baseline).
+        explain_methods: The ``explain_method`` values predict takes (empty for a baseline).
+        gate_weights: Whether explained answers also carry the model's gate weights.
         raw: The full card, including tensor specs (``inputs``, ``outputs``) and ``metrics``.
     """
 
@@ -278,6 +280,8 @@ class ModelInfo:
     explain: str | None
     metrics: dict[str, Any]
     raw: dict[str, Any] = field(repr=False, compare=False)
+    explain_methods: list[str] = field(default_factory=list)
+    gate_weights: bool = False
 
     @classmethod
     def from_json(cls, data: Any) -> ModelInfo:
@@ -298,6 +302,8 @@ class ModelInfo:
                 explain=data.get("explain"),
                 metrics=dict(data.get("metrics") or {}),
                 raw=data,
+                explain_methods=[str(m) for m in data.get("explain_methods") or []],
+                gate_weights=bool(data.get("gate_weights", False)),
             )
 
 

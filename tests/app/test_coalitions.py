@@ -138,6 +138,13 @@ async def test_v2_explanations_from_the_coalition_graph_equal_those_from_extra_r
     close(answers[0][1], answers[1][1])
 
 
+@on_module_loop
+async def test_the_model_card_says_which_way_explanations_run(client: httpx.AsyncClient) -> None:
+    for name in FUSIONS:
+        assert (await client.get(f"/v1/models/{name}")).json()["coalition_graph"] is True
+        assert (await client.get(f"/v1/models/{name}_rows")).json()["coalition_graph"] is False
+
+
 def load(folder: Path, name: str) -> ModelRuntime:
     runtime = ModelRuntime.from_directory(folder / name / "1", name, 1, Settings(), resolve_providers("cpu"))
     runtime.load()

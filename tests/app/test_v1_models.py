@@ -60,7 +60,15 @@ async def test_list_models(client: httpx.AsyncClient) -> None:
 async def test_model_metadata(client: httpx.AsyncClient) -> None:
     meta = (await client.get("/v1/models/gated")).json()
     assert (meta["name"], meta["version"], meta["fusion"], meta["ready"]) == ("gated", 1, "gated", True)
-    assert meta["provider"] == "CPUExecutionProvider" and meta["explain"] == "gate_weights"
+    assert meta["provider"] == "CPUExecutionProvider" and meta["explain"] == "shapley"
+    assert meta["explain_methods"] == ["shapley", "leave_one_out"] and meta["gate_weights"] is True
+    assert meta["coalition_graph"] is False  # a fake model shipped without one (tests/app/test_coalitions.py)
+    text_only = (await client.get("/v1/models/text_only")).json()
+    assert (text_only["explain"], text_only["explain_methods"], text_only["gate_weights"]) == (
+        "none",
+        [],
+        False,
+    )
     assert meta["labels"] == [str(i) for i in range(10)]
     assert meta["modalities"]["image"]["tensor"] == {"name": "image", "dtype": "uint8", "shape": [-1, 28, 28]}
     assert "png" in meta["modalities"]["image"]["formats"] and "wav" in meta["modalities"]["audio"]["formats"]

@@ -55,7 +55,9 @@ CARD = {
     "labels": [str(i) for i in range(10)],
     "provider": "CPUExecutionProvider",
     "ready": True,
-    "explain": "leave_one_out",
+    "explain": "shapley",
+    "explain_methods": ["shapley", "leave_one_out"],
+    "gate_weights": False,
     "metrics": {"accuracy": 0.9},
     "inputs": [],
     "outputs": [],
@@ -107,8 +109,9 @@ def test_model_card(call: Callable[..., Any], version: int | None, path: str) ->
     card: ModelInfo = call(recorder, "model", "late", version=version)
     assert recorder.requests[0].url.path == path
     assert card.modalities == ["image", "audio", "text"] and card.formats["image"] == ["png", "jpeg"]
-    assert card.labels[7] == "7" and card.explain == "leave_one_out" and card.metrics == {"accuracy": 0.9}
+    assert card.labels[7] == "7" and card.explain == "shapley" and card.metrics == {"accuracy": 0.9}
     assert card.raw["modalities"]["audio"]["tensor"]["shape"] == [-1, 16000]
+    assert card.explain_methods == ["shapley", "leave_one_out"] and card.gate_weights is False
 
 
 def test_a_model_whose_card_the_server_could_not_read_has_no_fusion(call: Callable[..., Any]) -> None:

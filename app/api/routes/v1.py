@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from app.api.deps import ApiKeyDep, ServiceDep
 from app.api.parsing import parse_predict
+from app.explain import EXPLAIN_METHODS
 from app.schemas import (
     ModelList,
     ModelMetadata,
@@ -116,6 +117,9 @@ def _metadata(view: ModelView) -> dict[str, Any]:
         "state": runtime.state.value,
         "reason": runtime.reason,
         "explain": None,
+        "explain_methods": [],
+        "gate_weights": False,
+        "coalition_graph": False,
         "metrics": {},
         "inputs": [],
         "outputs": [],
@@ -129,7 +133,11 @@ def _metadata(view: ModelView) -> dict[str, Any]:
                 mod: {"formats": FORMATS[mod], "tensor": m.input(mod).model_dump()} for mod in m.modalities
             },
             "labels": m.labels,
-            "explain": m.explain.method,
+            # What predict does (app.explain), not the manifest's historical explain.method
+            "explain": EXPLAIN_METHODS[0] if m.has_mask else "none",
+            "explain_methods": list(EXPLAIN_METHODS) if m.has_mask else [],
+            "gate_weights": m.explain.method == "gate_weights",
+            "coalition_graph": runtime.coalitions is not None,
             "metrics": m.metrics,
             "inputs": [t.model_dump() for t in m.inputs],
             "outputs": [t.model_dump() for t in m.outputs],
