@@ -31,7 +31,8 @@ export class ApiError extends Error {
           : "";
     const code = this.status ? `${this.status}: ` : "";
     const id = this.requestId ? ` (request ${this.requestId})` : "";
-    return `${code}${this.message}.${hint}${id}`.replace(/\.\./g, ".");
+    const stop = /[.!?]$/.test(this.message) ? "" : ".";
+    return `${code}${this.message}${stop}${hint}${id}`;
   }
 }
 
@@ -47,27 +48,37 @@ export async function call(path, init = {}) {
   const key = apiKey();
   if (key) headers.set("X-API-Key", key);
   const url = new URL(path, document.baseURI).href;
+  let body = init.body;
+  if (body instanceof FormData) {
+    // Sent as one buffer with its multipart boundary: in-memory blobs (the drawing, the
+    // recording) inside a FormData are invisible to DevTools-protocol tools such as the browser
+    // tests, which check the exact bytes the page sent.
+    const encoded = new Response(body);
+    headers.set("Content-Type", encoded.headers.get("Content-Type"));
+    body = await encoded.arrayBuffer();
+  }
   const sent = performance.now();
   let response;
   try {
-    response = await fetch(url, { ...init, headers });
+    response = await fetch(url, { ...init, headers, body });
   } catch (err) {
     throw new ApiError(0, `the server did not answer (${err.message})`, null);
   }
   const text = await response.text();
   const roundTrip = performance.now() - sent;
-  let body = null;
+  let answer = null;
   try {
-    body = JSON.parse(text);
+    answer = JSON.parse(text);
   } catch {
-    body = null;
+    answer = null;
   }
   const requestId = response.headers.get("x-request-id");
   if (!response.ok) {
-    const message = body && typeof body.error === "string" ? body.error : text.slice(0, 300) || response.statusText;
+    const message =
+      answer && typeof answer.error === "string" ? answer.error : text.slice(0, 300) || response.statusText;
     throw new ApiError(response.status, message, requestId);
   }
-  return { body, requestId, roundTrip, server: await serverTime(url, sent) };
+  return { body: answer, requestId, roundTrip, server: await serverTime(url, sent) };
 }
 
 async function serverTime(url, sent) {

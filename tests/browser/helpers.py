@@ -1,0 +1,105 @@
+"""What the browser tests do to the page and check against the API, kept out of the test file."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from typing import Any
+
+import httpx
+import numpy as np
+import soundfile as sf
+
+SEVEN = [(0.25, 0.22), (0.75, 0.22), (0.43, 0.85)]
+"""A seven as pad fractions: across the top, then down to the lower left."""
+
+
+def draw(page: Any, strokes: list[tuple[float, float]] = SEVEN) -> None:
+    """Draw one connected stroke with real mouse events through the given points."""
+    box = page.locator("#pad").bounding_box()
+    point = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in strokes]
+    page.mouse.move(*point[0])
+    page.mouse.down()
+    for xy in point[1:]:
+        page.mouse.move(*xy, steps=10)
+    page.mouse.up()
+
+
+def record(page: Any, seconds: float = 2.1) -> None:
+    """Record from the (fake) microphone until the page has captured ``seconds`` of audio."""
+    page.get_by_role("button", name="Record").click()
+    captured = "Number(document.getElementById('audio-state').dataset.seconds || 0)"
+    page.wait_for_function(f"{captured} >= {seconds}")
+    page.get_by_role("button", name="Stop").click()
+    page.locator("#playback").wait_for(state="visible")
+
+
+def predict_response(page: Any, action: Any) -> Any:
+    """Run ``action`` (a click, a toggle) and return the predict response it caused, once shown."""
+    with page.expect_response(lambda r: r.url.endswith("/predict")) as info:
+        action()
+    response = info.value
+    rid = response.headers["x-request-id"]
+    if response.ok:
+        page.locator(f'#result[data-request-id="{rid}"]').wait_for()
+    return response
+
+
+def multipart_parts(request: Any) -> dict[str, bytes]:
+    """The fields and files of the multipart body the page sent, by name."""
+    ctype = request.headers["content-type"]
+    assert ctype.startswith("multipart/form-data"), ctype
+    boundary = ctype.split("boundary=", 1)[1].strip('"').encode()
+    parts: dict[str, bytes] = {}
+    for chunk in request.post_data_buffer.split(b"--" + boundary)[1:-1]:
+        head, _, content = chunk.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        name = re.search(rb'name="([^"]*)"', head)
+        assert name, head
+        parts[name.group(1).decode()] = content.removesuffix(b"\r\n")
+    return parts
+
+
+def api_predict(base: str, model: str, parts: dict[str, bytes], **headers: str) -> httpx.Response:
+    """The same inputs posted by the test itself, as JSON with base64 media (the other route in)."""
+    body: dict[str, Any] = {"options": {"top_k": int(parts["top_k"]), "explain": True}}
+    for media in ("image", "audio"):
+        if media in parts:
+            body[media] = {"b64": base64.b64encode(parts[media]).decode()}
+    if "text" in parts:
+        body["text"] = parts["text"].decode()
+    return httpx.post(f"{base}/v1/models/{model}/predict", json=body, headers=headers, timeout=30)
+
+
+def shown_probabilities(page: Any) -> list[tuple[str, float, str]]:
+    """(label, exact probability, the text a person sees) for each bar of the answer."""
+    rows = page.locator("#result ol.bars li")
+    return [
+        (
+            rows.nth(i).get_attribute("data-label"),
+            float(rows.nth(i).get_attribute("data-probability")),
+            rows.nth(i).locator(".value").inner_text(),
+        )
+        for i in range(rows.count())
+    ]
+
+
+def best_match(recorded: bytes, reference: bytes, window: int = 4000) -> float:
+    """How closely the recording follows the (looped) reference clip: the median, over windows of
+    ``window`` samples, of each window's highest normalised cross-correlation with the reference.
+
+    Windows, because the capture path (the fake device's loop, two resamplings) may drop or
+    repeat a few samples, which shifts the alignment within one clip.
+    """
+    x, _ = sf.read(io.BytesIO(recorded), dtype="float32")
+    y, _ = sf.read(io.BytesIO(reference), dtype="float32")
+    y = np.tile(y, 2)
+    energy = np.convolve(y**2, np.ones(window), mode="valid")
+    n = len(y) + window
+    spectrum = np.fft.rfft(y, n)
+    scores = []
+    for start in range(0, len(x) - window + 1, window):
+        w = x[start : start + window]
+        dots = np.fft.irfft(spectrum * np.conj(np.fft.rfft(w, n)), n)[: len(y) - window + 1]
+        scores.append(np.max(dots / (np.linalg.norm(w) * np.sqrt(energy) + 1e-9)))
+    return float(np.median(scores))

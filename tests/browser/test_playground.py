@@ -1,0 +1,189 @@
+"""The web playground in a real Chromium: what it shows is what the API answers for the same inputs.
+
+Each test opens a fresh tab on a live server with the committed models. The page's requests are
+captured as sent (the PNG drawn on the canvas, the WAV recorded from the fake microphone) and
+posted again by the test, as JSON with base64 media, to compare answers.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import soundfile as sf
+
+from tests.browser.conftest import API_KEY, FAKE_MIC_WAV, ROOT
+from tests.browser.helpers import (
+    api_predict,
+    best_match,
+    draw,
+    multipart_parts,
+    predict_response,
+    record,
+    shown_probabilities,
+)
+
+pytestmark = pytest.mark.browser
+SCREENSHOT = ROOT / "docs" / "img" / "playground.png"
+"""Written only with FUSION_PLAYGROUND_SCREENSHOT=1 (the README's picture); else to a temp folder."""
+
+
+def assert_page_shows(page: Any, api: dict[str, Any]) -> None:
+    """The answer on the page is the API's: label, probabilities, modalities, opinions, contributions."""
+    assert page.get_by_test_id("answer-label").inner_text() == (api["label"] or "uncertain")
+    shown = shown_probabilities(page)
+    assert [label for label, *_ in shown] == [p["label"] for p in api["probabilities"]]
+    expected = [p["probability"] for p in api["probabilities"]]
+    assert [p for _, p, _ in shown] == pytest.approx(expected, abs=1e-5)
+    assert [text for *_, text in shown] == [f"{100 * p['probability']:.1f}%" for p in api["probabilities"]]
+    assert page.get_by_test_id("used").inner_text() == "used: " + ", ".join(api["modalities_used"])
+    missing = ", ".join(api["modalities_missing"]) or "none"
+    assert page.get_by_test_id("missing").inner_text() == f"missing: {missing}"
+    for modality, opinion in (api["opinions"] or {}).items():
+        row = page.locator(f'#result table.opinions tr[data-modality="{modality}"] td')
+        assert row.nth(0).inner_text() == opinion["label"]
+    for modality, value in (api["contributions"] or {}).items():
+        bar = page.locator(f'#result li[data-modality="{modality}"]')
+        assert float(bar.get_attribute("data-contribution")) == pytest.approx(value, abs=1e-5)
+    agreement = page.get_by_test_id("agreement").inner_text()
+    assert ("agree" in agreement) if api["agreement"]["agree"] else agreement.startswith("⚠ Conflict")
+    assert "server " in page.get_by_test_id("latency").inner_text()
+
+
+def test_the_page_and_its_files_are_served_with_a_strict_policy(server: str) -> None:
+    page = httpx.get(f"{server}/", timeout=10)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    policy = page.headers["content-security-policy"]
+    assert "connect-src 'self'" in policy and "script-src 'self'" in policy
+    for name in ("app.js", "wav.js", "recorder.js", "capture-worklet.js", "style.css"):
+        asset = httpx.get(f"{server}/playground/{name}", timeout=10)
+        assert asset.status_code == 200, name
+    assert "javascript" in httpx.get(f"{server}/playground/app.js").headers["content-type"]
+    assert httpx.get(f"{server}/playground/../main.py").status_code == 404
+    assert "/" not in httpx.get(f"{server}/openapi.json").json()["paths"]
+
+
+def test_draw_record_type_then_switch_audio_off(server: str, new_page: Any, tmp_path: Path) -> None:
+    page = new_page(f"{server}/", viewport={"width": 1100, "height": 900})
+    elsewhere: list[str] = []
+    ours = (server, "data:", "blob:")
+    page.on("request", lambda r: None if r.url.startswith(ours) else elsewhere.append(r.url))
+    page.get_by_label("Model", exact=True).select_option("late")
+    draw(page)
+    page.get_by_label("The digit as a word").fill("sept")
+    record(page)
+
+    response = predict_response(page, lambda: page.get_by_role("button", name="Predict").click())
+    assert response.status == 200
+    parts = multipart_parts(response.request)
+    assert set(parts) >= {"image", "audio", "text"} and parts["text"] == b"sept"
+    assert parts["image"].startswith(b"\x89PNG\r\n\x1a\n")
+    wav = sf.info(io.BytesIO(parts["audio"]))
+    assert (wav.format, wav.subtype, wav.samplerate, wav.channels) == ("WAV", "PCM_16", 16000, 1)
+    assert wav.duration >= 2.0
+    assert best_match(parts["audio"], FAKE_MIC_WAV.read_bytes()) > 0.8  # the microphone's clip, recorded
+    api = api_predict(server, "late", parts).json()
+    assert api["modalities_used"] == ["image", "audio", "text"]
+    assert_page_shows(page, api)
+    page.screenshot(path=str(tmp_path / "playground.png"), full_page=True)
+    if os.environ.get("FUSION_PLAYGROUND_SCREENSHOT"):
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tmp_path / "playground.png", SCREENSHOT)
+
+    # switching a modality off re-asks the server at once, without it
+    response = predict_response(page, lambda: page.get_by_label("Use audio").uncheck())
+    parts = multipart_parts(response.request)
+    assert "audio" not in parts and {"image", "text"} <= set(parts)
+    api = api_predict(server, "late", parts).json()
+    assert api["modalities_missing"] == ["audio"]
+    assert_page_shows(page, api)
+    assert elsewhere == []
+
+
+def test_compare_sends_the_same_inputs_to_every_model(server: str, new_page: Any) -> None:
+    page = new_page(f"{server}/")
+    page.locator("#image-file").set_input_files(str(ROOT / "examples" / "seven.png"))
+    page.locator("#audio-file").set_input_files(str(ROOT / "examples" / "seven.wav"))
+    page.get_by_label("The digit as a word").fill("sept")
+    page.get_by_label("Use text").uncheck()
+    page.get_by_role("button", name="Compare all models").click()
+    page.locator("#comparison[data-seq]").wait_for()
+
+    models = httpx.get(f"{server}/v1/models").json()["models"]
+    parts = {
+        "image": (ROOT / "examples" / "seven.png").read_bytes(),
+        "audio": (ROOT / "examples" / "seven.wav").read_bytes(),
+        "top_k": b"5",
+    }
+    for model in models:
+        row = page.locator(f'#comparison tr[data-model="{model["name"]}"]')
+        given = {m: parts[m] for m in model["modalities"] if m in parts}
+        cells = row.locator("td")
+        if not given:  # text_only: its one modality is switched off
+            assert "nothing it takes" in cells.nth(2).inner_text()
+            continue
+        api = api_predict(server, model["name"], {**given, "top_k": b"5"}).json()
+        assert row.get_attribute("data-label") == api["label"], model["name"]
+        assert cells.nth(1).inner_text() == " + ".join(api["modalities_used"])
+        meta = httpx.get(f"{server}/v1/models/{model['name']}").json()["metrics"]
+        assert cells.nth(6).inner_text() == f"{100 * meta['test_accuracy']:.1f}%"
+
+
+def test_a_corrupt_upload_shows_the_servers_message(server: str, new_page: Any) -> None:
+    page = new_page(f"{server}/")
+    page.locator("#image-file").set_input_files(
+        files=[{"name": "digit.png", "mimeType": "image/png", "buffer": b"this is not a PNG"}]
+    )
+    page.get_by_label("Use audio").uncheck()
+    response = predict_response(page, lambda: page.get_by_role("button", name="Predict").click())
+    assert response.status == 400
+    message = response.json()["error"]
+    alert = page.get_by_role("alert")
+    alert.wait_for()
+    assert alert.inner_text().startswith(f"400: {message}")
+    assert page.locator("#result").is_hidden()
+
+
+def test_a_server_with_an_api_key(key_server: str, new_page: Any) -> None:
+    page = new_page(f"{key_server}/")
+    page.get_by_text("This server needs an API key").wait_for()
+    assert page.get_by_role("button", name="Predict").is_disabled()
+    key = page.get_by_label("API key")
+    key.fill(API_KEY)
+    key.press("Tab")  # the change event stores it and lists the models
+    page.locator("#model:not([disabled])").wait_for()
+    page.get_by_label("The digit as a word").fill("seven")
+    response = predict_response(page, lambda: page.get_by_role("button", name="Predict").click())
+    assert response.request.headers["x-api-key"] == API_KEY
+    assert page.get_by_test_id("answer-label").inner_text() == "7"
+    storage = page.evaluate("[sessionStorage.getItem('fusionserve.apiKey'), localStorage.length]")
+    assert storage == [API_KEY, 0]
+
+
+def test_keyboard_only_at_phone_width(server: str, new_page: Any) -> None:
+    page = new_page(f"{server}/", viewport={"width": 375, "height": 740}, is_mobile=True, has_touch=True)
+    page.locator("#model:not([disabled])").wait_for()
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    unlabelled = page.evaluate(
+        """[...document.querySelectorAll('input, select, button, canvas')]
+           .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+                         && !el.textContent.trim()).map(el => el.id)"""
+    )
+    assert unlabelled == []
+    page.locator("#pad").focus()
+    page.keyboard.press("Space")  # pen down
+    for key in ["ArrowRight"] * 6 + ["ArrowDown"] * 8:
+        page.keyboard.press(key)
+    page.keyboard.press("Space")  # pen up: the stroke ends
+    assert page.locator("#image-state").inner_text() == "Drawn."
+    page.get_by_label("Use audio").uncheck()
+    page.get_by_label("The digit as a word").fill("sieben")
+    response = predict_response(page, lambda: page.get_by_label("The digit as a word").press("Enter"))
+    parts = multipart_parts(response.request)
+    assert {"image", "text"} <= set(parts)
+    assert_page_shows(page, api_predict(server, "late", parts).json())
