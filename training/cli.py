@@ -34,6 +34,34 @@ CacheDirOption = Annotated[
 SourceOption = Annotated[
     str, typer.Option("--data", help="'default' (built-in digits) or a .jsonl/.csv manifest (or its folder).")
 ]
+_SPEC = "Input spec of a manifest's models (default: derived from the files; see docs/specs.md)"
+ImageSizeOption = Annotated[
+    int | None, typer.Option(min=8, max=1024, help=f"{_SPEC}: square image side, pixels.")
+]
+ChannelsOption = Annotated[int | None, typer.Option(min=1, max=3, help=f"{_SPEC}: 1 grey or 3 RGB.")]
+SecondsOption = Annotated[
+    float | None, typer.Option(min=0.05, max=60, help=f"{_SPEC}: audio window, seconds.")
+]
+RateOption = Annotated[int | None, typer.Option(min=4000, max=48000, help=f"{_SPEC}: audio sample rate, Hz.")]
+TextBytesOption = Annotated[
+    int | None, typer.Option(min=8, max=4096, help=f"{_SPEC}: text length, UTF-8 bytes.")
+]
+
+
+def spec_choices(
+    image_size: int | None, image_channels: int | None, audio_seconds: float | None,
+    sample_rate: int | None, text_bytes: int | None,
+) -> dict[str, object]:  # fmt: skip
+    """The spec options as :func:`training.data.load_dataset`'s ``spec`` (``None`` = derive)."""
+    if image_channels == 2:
+        raise fail("--image-channels is 1 (grey) or 3 (RGB)")
+    return {
+        "image_size": image_size,
+        "image_channels": image_channels,
+        "audio_seconds": audio_seconds,
+        "sample_rate": sample_rate,
+        "text_bytes": text_bytes,
+    }
 
 
 @app.callback()
@@ -65,18 +93,25 @@ def data(
         bool, typer.Option(help="Train the unimodal baselines on it and print each modality's test accuracy.")
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    image_size: ImageSizeOption = None,
+    image_channels: ChannelsOption = None,
+    audio_seconds: SecondsOption = None,
+    sample_rate: RateOption = None,
+    text_bytes: TextBytesOption = None,
 ) -> None:
-    """Build (or load from the cache) a data set and print its fingerprint."""
+    """Build (or load from the cache) a data set and print its fingerprint and input spec."""
     from training.data import MissingToolError, load_dataset
     from training.data import export as export_dataset
 
+    spec = spec_choices(image_size, image_channels, audio_seconds, sample_rate, text_bytes)
     start = time.perf_counter()
     try:
-        ds = load_dataset(source, seed=seed, limit=limit, cache_dir=cache_dir, progress=progress)
+        ds = load_dataset(source, seed=seed, limit=limit, cache_dir=cache_dir, progress=progress, spec=spec)
     except (MissingToolError, FileNotFoundError, ValueError) as exc:  # ValueError: DatasetError, bad limit
         raise fail(str(exc)) from exc
     counts = ", ".join(f"{k} {v}" for k, v in ds.counts().items())
     typer.echo(f"data {source!r} (seed {seed}): {len(ds)} samples ({counts}), {len(ds.labels)} classes")
+    typer.echo(f"input spec: {ds.spec.summary()}")
     typer.echo(f"ready in {time.perf_counter() - start:.1f} s")
     typer.echo(f"fingerprint {ds.fingerprint}")
     if export is not None:
@@ -132,6 +167,11 @@ def train(
     cache_dir: CacheDirOption = None,
     threads: Annotated[int, typer.Option(min=1, help="torch intra-op threads.")] = 1,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    image_size: ImageSizeOption = None,
+    image_channels: ChannelsOption = None,
+    audio_seconds: SecondsOption = None,
+    sample_rate: RateOption = None,
+    text_bytes: TextBytesOption = None,
 ) -> None:
     """Train, export (with a parity check) and evaluate models, then rewrite OUT/REPORT.md."""
     import sys
@@ -144,6 +184,7 @@ def train(
         names = resolve_models(fusion)
     except ValueError as exc:
         raise fail(str(exc)) from exc
+    spec = spec_choices(image_size, image_channels, audio_seconds, sample_rate, text_bytes)
     out = out if out is not None else fresh_run_dir()
     start = time.perf_counter()
     try:
@@ -159,6 +200,7 @@ def train(
             threads=threads,
             progress=progress,
             command="python -m training " + " ".join(sys.argv[1:]),
+            spec=spec,
         )
     except (MissingToolError, FileNotFoundError, ValueError, ExportError) as exc:
         raise fail(str(exc)) from exc

@@ -153,7 +153,7 @@ def evaluate_model(
     noisers = {
         "image": lambda lvl, rng: image_noise(test.image, lvl, rng),
         "audio": lambda lvl, rng: audio_noise(test.audio, lvl, rng),
-        "text": lambda lvl, rng: text_noise(list(test.texts), lvl, rng),
+        "text": lambda lvl, rng: text_noise(list(test.texts), lvl, rng, test.spec.text_bytes),
     }
     for modality in mods:
         curve = []

@@ -20,8 +20,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from app.contract import INPUT_SPECS, next_version
-from app.manifest import DecodeParams, Explain, FusionKind, Manifest, TensorSpec, sha256_file
+from app.contract import next_version
+from app.manifest import Explain, FusionKind, Manifest, TensorSpec, sha256_file
 from training.coalitions import FILE as COALITIONS_FILE
 from training.coalitions import write_coalitions
 from training.graph import FusionGraph, UnimodalGraph, wrap
@@ -42,12 +42,15 @@ class ExportError(RuntimeError):
 
 
 def example_inputs(graph: FusionGraph | UnimodalGraph, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random contract tensors; for fusions, masks cycle through all non-empty subsets."""
+    """Random tensors of the graph's input spec; for fusions, masks cycle through all non-empty subsets."""
     rng = np.random.default_rng(seed)
+    spec = graph.spec
+    image_shape = tuple(spec.input_spec("image").shape[1:])
+    length = spec.text_bytes
     full: dict[str, np.ndarray] = {
-        "image": rng.integers(0, 256, (batch, 28, 28), dtype=np.uint8),
-        "audio": (rng.standard_normal((batch, 16000)) * 0.2).clip(-1, 1).astype(np.float32),
-        "text": np.where(rng.random((batch, 64)) < 0.3, rng.integers(1, 256, (batch, 64)), 0).astype(
+        "image": rng.integers(0, 256, (batch, *image_shape), dtype=np.uint8),
+        "audio": (rng.standard_normal((batch, spec.audio_samples)) * 0.2).clip(-1, 1).astype(np.float32),
+        "text": np.where(rng.random((batch, length)) < 0.3, rng.integers(1, 256, (batch, length)), 0).astype(
             np.uint8
         ),
     }
@@ -191,10 +194,10 @@ def export_model(
             fusion=cast(FusionKind, kind),
             description=DESCRIPTIONS[kind],
             modalities=modalities,  # type: ignore[arg-type]
-            inputs=[INPUT_SPECS[n] for n in input_names(graph)],
+            inputs=[graph.spec.input_spec(n) for n in input_names(graph)],
             outputs=outputs,
             explain=explain,
-            decode=DecodeParams(),
+            decode=graph.spec,
             labels=labels,
             metrics={**(metrics or {}), "parity_max_abs_diff": diff},
             training=training,

@@ -22,7 +22,7 @@ F_MAX = 4000.0
 nothing above it, so bands there would see a silence the model never trained on. Measured
 (audio_only, built-in data): unseen speakers 84.7% -> 91.3% with bands over 0-4 kHz instead of
 0-8 kHz, noisy benchmark 43.6% -> 40.2% (issue 10's experiment: steadier on 8 kHz input)."""
-FRAMES = 1 + (16_000 - N_FFT) // HOP  # 99
+FRAMES = 1 + (16_000 - N_FFT) // HOP  # 99: the digits' spec (1 s at 16 kHz); see n_frames()
 LOG_MEL_MEAN = -6.0  # rough centring of log-power mel values; refined by BatchNorm downstream
 LOG_MEL_STD = 4.0
 
@@ -50,30 +50,46 @@ def mel_filterbank(n_freqs: int, n_mels: int, sample_rate: int, f_max: float = F
     return fb.astype(np.float32)
 
 
+def stft_params(sample_rate: int) -> tuple[int, int]:
+    """``(n_fft, hop)`` at ``sample_rate``: the 16 ms window and 10 ms hop of the 16 kHz default,
+    so a spec at another rate sees the same time-frequency tiling (n_fft rounded to even)."""
+    if sample_rate == SAMPLE_RATE:
+        return N_FFT, HOP
+    return 2 * round(N_FFT * sample_rate / SAMPLE_RATE / 2), max(1, round(HOP * sample_rate / SAMPLE_RATE))
+
+
+def n_frames(samples: int, sample_rate: int) -> int:
+    """Log-mel frames of a ``samples``-long window (99 for the digits' 1 s at 16 kHz)."""
+    n_fft, hop = stft_params(sample_rate)
+    return 1 + (samples - n_fft) // hop
+
+
 class LogMel(nn.Module):
-    """Waveform ``[B, 16000]`` -> normalised log-mel ``[B, 1, N_MELS, FRAMES]``.
+    """Waveform ``[B, samples]`` -> normalised log-mel ``[B, 1, N_MELS, frames]``.
 
     The STFT is a strided Conv1d over fixed Hann-windowed cos/sin DFT bases: the ONNX STFT op
-    costs ~12x more at inference (DESIGN §2), while this form is two dense ops.
+    costs ~12x more at inference (DESIGN §2), while this form is two dense ops. ``sample_rate``
+    is the spec's; the window length in samples only sets the number of frames.
     """
 
     bases: torch.Tensor
     mel: torch.Tensor
 
-    def __init__(self) -> None:
+    def __init__(self, sample_rate: int = SAMPLE_RATE) -> None:
         super().__init__()
-        n_freqs = N_FFT // 2 + 1
-        n = np.arange(N_FFT)
+        n_fft, self.hop = stft_params(sample_rate)
+        n_freqs = n_fft // 2 + 1
+        n = np.arange(n_fft)
         k = np.arange(n_freqs)[:, None]
-        window = 0.5 - 0.5 * np.cos(2 * math.pi * n / N_FFT)  # periodic Hann
-        angle = 2 * math.pi * k * n / N_FFT
-        bases = np.concatenate([np.cos(angle) * window, -np.sin(angle) * window])  # [2F, N_FFT]
+        window = 0.5 - 0.5 * np.cos(2 * math.pi * n / n_fft)  # periodic Hann
+        angle = 2 * math.pi * k * n / n_fft
+        bases = np.concatenate([np.cos(angle) * window, -np.sin(angle) * window])  # [2F, n_fft]
         self.register_buffer("bases", torch.from_numpy(bases.astype(np.float32))[:, None, :])
-        self.register_buffer("mel", torch.from_numpy(mel_filterbank(n_freqs, N_MELS, SAMPLE_RATE)))
+        self.register_buffer("mel", torch.from_numpy(mel_filterbank(n_freqs, N_MELS, sample_rate)))
         self.n_freqs = n_freqs
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        spec = nn.functional.conv1d(audio.unsqueeze(1), self.bases, stride=HOP)  # [B, 2F, T]
+        spec = nn.functional.conv1d(audio.unsqueeze(1), self.bases, stride=self.hop)  # [B, 2F, T]
         power = spec[:, : self.n_freqs] ** 2 + spec[:, self.n_freqs :] ** 2
         mel = torch.matmul(self.mel, power)  # [B, M, T]
         logmel = (torch.log(mel + 1e-6) - LOG_MEL_MEAN) / LOG_MEL_STD
@@ -81,14 +97,15 @@ class LogMel(nn.Module):
 
 
 class ImageFrontend(nn.Module):
-    """uint8 pixels ``[B, 28, 28]`` -> float ``[B, 1, 28, 28]`` in [-1, 1]."""
+    """uint8 pixels ``[B, S, S]`` (grey) or ``[B, S, S, 3]`` (RGB) -> float ``[B, C, S, S]`` in [-1, 1]."""
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return (image.to(torch.float32) / 127.5 - 1.0).unsqueeze(1)
+        x = image.to(torch.float32) / 127.5 - 1.0
+        return x.permute(0, 3, 1, 2) if image.dim() == 4 else x.unsqueeze(1)
 
 
 class TextFrontend(nn.Module):
-    """UTF-8 bytes ``[B, 64]`` -> (byte ids int64 ``[B, 64]``, non-padding mask float ``[B, 64]``)."""
+    """UTF-8 bytes ``[B, L]`` -> (byte ids int64 ``[B, L]``, non-padding mask float ``[B, L]``)."""
 
     def forward(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ids = text.to(torch.int64)

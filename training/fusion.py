@@ -19,18 +19,20 @@ probabilities without any server change (``training/calibration.py`` fits it on 
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Literal
 
 import torch
 from torch import nn
 
+from app.manifest import DecodeParams
 from app.media import MODALITIES
-from training.encoders import FEATURE_DIM, AudioEncoder, ImageEncoder, TextEncoder
-from training.frontends import FRAMES, N_MELS
+from training.encoders import DIGITS, FEATURE_DIM, AudioEncoder, ImageEncoder, TextEncoder
+from training.frontends import N_MELS, n_frames
 
 Features = dict[str, torch.Tensor]
-"""Front-end outputs: ``image`` [B,1,28,28], ``audio`` [B,1,40,99], ``text`` ids [B,64] int64,
-``text_nonpad`` [B,64]."""
+"""Front-end outputs (the digits' spec): ``image`` [B,1,28,28], ``audio`` [B,1,40,99], ``text`` ids
+[B,64] int64, ``text_nonpad`` [B,64]. Other specs: [B,C,S,S], [B,1,40,frames], [B,L]."""
 
 SUBSETS: list[tuple[int, int, int]] = [
     (a, b, c) for a, b, c in itertools.product((0, 1), repeat=3) if a or b or c
@@ -64,8 +66,10 @@ def one_hot_masks(batch: int) -> torch.Tensor:
     return torch.eye(3).unsqueeze(1).expand(3, batch, 3)
 
 
-def _encoders() -> nn.ModuleDict:
-    return nn.ModuleDict({"image": ImageEncoder(), "audio": AudioEncoder(), "text": TextEncoder()})
+def _encoders(spec: DecodeParams) -> nn.ModuleDict:
+    return nn.ModuleDict(
+        {"image": ImageEncoder(spec=spec), "audio": AudioEncoder(spec=spec), "text": TextEncoder(spec=spec)}
+    )
 
 
 def _encode(encoders: nn.ModuleDict, feats: Features) -> list[torch.Tensor]:
@@ -81,8 +85,9 @@ class _Fusion(nn.Module):
 
     temperature: torch.Tensor
 
-    def __init__(self) -> None:
+    def __init__(self, spec: DecodeParams) -> None:
         super().__init__()
+        self.spec = spec  # the input spec the encoders were built for; export writes it
         self.register_buffer("temperature", torch.ones(len(SUBSETS)))
 
     def _joint(
@@ -112,14 +117,20 @@ class EarlyFusion(_Fusion):
 
     kind = "early"
 
-    def __init__(self, n_classes: int, byte_dim: int = 32, hidden: int = 256) -> None:
-        super().__init__()
+    def __init__(
+        self, n_classes: int, byte_dim: int = 32, hidden: int = 256, spec: DecodeParams = DIGITS
+    ) -> None:
+        super().__init__(spec)
         self.unigram = nn.Embedding(256, byte_dim)
         self.bigram = nn.Embedding(NGRAM_BUCKETS, byte_dim)
         self.trigram = nn.Embedding(NGRAM_BUCKETS, byte_dim)
-        self.image_pool = nn.AvgPool2d(2)  # 14x14: fewer inputs, less for the MLP to overfit
-        self.audio_pool = nn.AvgPool2d((1, 4))  # 40 mels x 24 frames of 40 ms
-        sizes = (14 * 14, N_MELS * (FRAMES // 4), byte_dim)
+        pool = max(2, math.ceil(spec.image_size / 14))  # at most 14x14 (the digits: 28 / 2)
+        self.image_pool = nn.AvgPool2d(pool)  # fewer inputs, less for the MLP to overfit
+        frames = n_frames(spec.audio_samples, spec.sample_rate)
+        frame_pool = max(4, frames // 24)  # about 24 frames or fewer (the digits: 99 // 4)
+        self.audio_pool = nn.AvgPool2d((1, frame_pool))  # 40 mels x 24 frames of 40 ms
+        side = spec.image_size // pool
+        sizes = (spec.image_channels * side * side, N_MELS * (frames // frame_pool), byte_dim)
         self.norms = nn.ModuleList([nn.LayerNorm(n) for n in sizes])
         width = sum(sizes) + 3
         self.mlp = nn.Sequential(
@@ -163,9 +174,9 @@ class IntermediateFusion(_Fusion):
 
     kind = "intermediate"
 
-    def __init__(self, n_classes: int) -> None:
-        super().__init__()
-        self.encoders = _encoders()
+    def __init__(self, n_classes: int, spec: DecodeParams = DIGITS) -> None:
+        super().__init__(spec)
+        self.encoders = _encoders(spec)
         self.head = nn.Sequential(
             nn.Linear(3 * FEATURE_DIM + 3, 128), nn.ReLU(), nn.Dropout(0.3), nn.Linear(128, n_classes)
         )
@@ -191,9 +202,9 @@ class LateFusion(_Fusion):
     kind = "late"
     branch_temperature: torch.Tensor
 
-    def __init__(self, n_classes: int) -> None:
-        super().__init__()
-        self.encoders = _encoders()
+    def __init__(self, n_classes: int, spec: DecodeParams = DIGITS) -> None:
+        super().__init__(spec)
+        self.encoders = _encoders(spec)
         self.heads = nn.ModuleList([nn.Linear(FEATURE_DIM, n_classes) for _ in MODALITIES])
         self.register_buffer("branch_temperature", torch.ones(len(MODALITIES)))
 
@@ -220,9 +231,9 @@ class GatedFusion(_Fusion):
 
     kind = "gated"
 
-    def __init__(self, n_classes: int, hidden: int = 64) -> None:
-        super().__init__()
-        self.encoders = _encoders()
+    def __init__(self, n_classes: int, hidden: int = 64, spec: DecodeParams = DIGITS) -> None:
+        super().__init__(spec)
+        self.encoders = _encoders(spec)
         self.proj = nn.ModuleList([nn.Linear(FEATURE_DIM, hidden) for _ in MODALITIES])
         self.score = nn.Sequential(nn.Linear(3 * hidden + 3, 32), nn.Tanh(), nn.Linear(32, 3))
         self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(hidden, n_classes))
@@ -245,12 +256,13 @@ class Unimodal(nn.Module):
     kind = "unimodal"
     temperature: torch.Tensor
 
-    def __init__(self, n_classes: int, modality: str) -> None:
+    def __init__(self, n_classes: int, modality: str, spec: DecodeParams = DIGITS) -> None:
         super().__init__()
         if modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
         self.modality = modality
-        self.encoder = _encoders()[modality]
+        self.spec = spec
+        self.encoder = _encoders(spec)[modality]
         self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(FEATURE_DIM, n_classes))
         self.register_buffer("temperature", torch.ones(1))
 
@@ -262,8 +274,8 @@ class Unimodal(nn.Module):
         return {"logits": self.head(f) / self.temperature}
 
 
-def build_model(name: str, n_classes: int) -> nn.Module:
-    """The model called ``name`` (a fusion kind or ``<modality>_only``)."""
+def build_model(name: str, n_classes: int, spec: DecodeParams = DIGITS) -> nn.Module:
+    """The model called ``name`` (a fusion kind or ``<modality>_only``), for input ``spec``."""
     fusions: dict[str, type[nn.Module]] = {
         "early": EarlyFusion,
         "intermediate": IntermediateFusion,
@@ -271,9 +283,9 @@ def build_model(name: str, n_classes: int) -> nn.Module:
         "gated": GatedFusion,
     }
     if name in fusions:
-        return fusions[name](n_classes)
+        return fusions[name](n_classes, spec=spec)
     if name in UNIMODAL:
-        return Unimodal(n_classes, UNIMODAL[name])
+        return Unimodal(n_classes, UNIMODAL[name], spec)
     raise ValueError(f"unknown model {name!r}; choose from {[*fusions, *UNIMODAL]}")
 
 

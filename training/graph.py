@@ -7,11 +7,15 @@ serving contract's raw tensors (DESIGN §2).
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 from torch import nn
 
-from training.frontends import FRAMES, N_MELS, ImageFrontend, LogMel, TextFrontend
+from app.manifest import DecodeParams
+from training.encoders import DIGITS
+from training.frontends import N_MELS, ImageFrontend, LogMel, TextFrontend, n_frames
 from training.fusion import Features
 
 
@@ -21,8 +25,9 @@ class FusionGraph(nn.Module):
     def __init__(self, core: nn.Module) -> None:
         super().__init__()
         self.core = core
+        self.spec = cast(DecodeParams, core.spec)
         self.image_fe = ImageFrontend()
-        self.audio_fe = LogMel()
+        self.audio_fe = LogMel(self.spec.sample_rate)
         self.text_fe = TextFrontend()
         self.extra_outputs = ["weights"] if core.kind == "gated" else []
 
@@ -49,8 +54,13 @@ class UnimodalGraph(nn.Module):
         super().__init__()
         self.core = core
         self.modality = str(core.modality)
+        self.spec = cast(DecodeParams, core.spec)
         self.extra_outputs: list[str] = []
-        self.frontend = {"image": ImageFrontend, "audio": LogMel, "text": TextFrontend}[self.modality]()
+        self.frontend: nn.Module = (
+            LogMel(self.spec.sample_rate)
+            if self.modality == "audio"
+            else {"image": ImageFrontend, "text": TextFrontend}[self.modality]()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.modality == "text":
@@ -68,9 +78,11 @@ def wrap(core: nn.Module) -> FusionGraph | UnimodalGraph:
 
 
 @torch.no_grad()
-def featurize(image: np.ndarray, audio: np.ndarray, text: np.ndarray, chunk: int = 1000) -> Features:
+def featurize(
+    image: np.ndarray, audio: np.ndarray, text: np.ndarray, chunk: int = 1000, spec: DecodeParams = DIGITS
+) -> Features:
     """Run the fixed front ends over whole arrays once (the expensive one is the log-mel)."""
-    image_fe, audio_fe, text_fe = ImageFrontend(), LogMel(), TextFrontend()
+    image_fe, audio_fe, text_fe = ImageFrontend(), LogMel(spec.sample_rate), TextFrontend()
     mels = [
         audio_fe(torch.from_numpy(np.ascontiguousarray(audio[i : i + chunk])))
         for i in range(0, len(audio), chunk)
@@ -78,7 +90,9 @@ def featurize(image: np.ndarray, audio: np.ndarray, text: np.ndarray, chunk: int
     ids, nonpad = text_fe(torch.from_numpy(np.ascontiguousarray(text)))
     return {
         "image": image_fe(torch.from_numpy(np.ascontiguousarray(image))),
-        "audio": torch.cat(mels) if mels else torch.zeros(0, 1, N_MELS, FRAMES),
+        "audio": torch.cat(mels)
+        if mels
+        else torch.zeros(0, 1, N_MELS, n_frames(spec.audio_samples, spec.sample_rate)),
         "text": ids,
         "text_nonpad": nonpad,
     }

@@ -7,16 +7,16 @@ rebuilt report gives the same intervals and costs milliseconds.
 
 from __future__ import annotations
 
-import itertools
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from sklearn.calibration import calibration_curve
 
+from app.agreement import RULES_OUT_BELOW
+
 ECE_BINS = 15
 N_BOOT = 1000
-CONFIDENT = 0.5
-"""A single-modality opinion counts as sure at this top probability (for the confident flag)."""
 SIGNIFICANT_LOSS = -0.01
 """A loss is significant when the whole 95% interval of the difference lies below -1 point."""
 
@@ -124,16 +124,17 @@ def donors(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
     return out
 
 
-def disagreement(opinions: np.ndarray, sureness: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: do the modalities' answers differ at all; do two of them differ while both are sure?
+def agreement_flags(alone: Sequence[np.ndarray], fused: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the server's ``agree: false``; and whether some modality merely names another label.
 
-    ``opinions`` / ``sureness``: ``[N, modalities]`` argmax and top probability of each
-    single-modality pass. "Sure" = top probability >= :data:`CONFIDENT`: a flag that ignores
-    a modality that is merely guessing, so clean samples raise it less often.
+    ``alone``: each modality's single-modality probabilities ``[N, C]``; ``fused``: the fused
+    answer ``[N]``. The flag is the server's rule (:data:`app.agreement.RULES_OUT_BELOW`): some
+    modality alone gives the fused label less than that. The second rate is the flag's earlier
+    definition (the opinions' labels are not all the same), kept for comparison.
     """
-    plain = (opinions != opinions[:, :1]).any(axis=1)
-    sure = sureness >= CONFIDENT
-    confident = np.zeros(len(opinions), bool)
-    for i, j in itertools.combinations(range(opinions.shape[1]), 2):
-        confident |= (opinions[:, i] != opinions[:, j]) & sure[:, i] & sure[:, j]
-    return plain, confident
+    rows = np.arange(len(fused))
+    for_fused = np.stack([p[rows, fused] for p in alone], axis=1)
+    labels = np.stack([p.argmax(axis=1) for p in alone], axis=1)
+    flagged: np.ndarray = (for_fused < RULES_OUT_BELOW).any(axis=1)
+    named: np.ndarray = (labels != labels[:, :1]).any(axis=1)
+    return flagged, named

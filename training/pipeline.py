@@ -17,9 +17,11 @@ import torch
 from torch import nn
 
 from app.contract import latest_version_dir
-from app.manifest import Manifest
+from app.manifest import DecodeParams, Manifest
 from training.calibration import calibrate, ece
 from training.data import MultimodalDataset, load_dataset
+from training.data.spec import SpecOverrides
+from training.encoders import DIGITS
 from training.evaluate import Evaluation, evaluate_model, from_manifest
 from training.export import export_model
 from training.fusion import FUSIONS, UNIMODAL, Features
@@ -47,7 +49,7 @@ def resolve_models(spec: str) -> list[str]:
 
 
 def _tensors(ds: MultimodalDataset) -> tuple[Features, torch.Tensor, torch.Tensor]:
-    feats = featurize(ds.image, ds.audio, ds.text)
+    feats = featurize(ds.image, ds.audio, ds.text, spec=ds.spec)
     return (
         feats,
         torch.from_numpy(np.asarray(ds.mask, np.float32)),
@@ -109,6 +111,7 @@ def train_calibrated(
     source: str,
     limit: int | None,
     progress: bool,
+    spec: DecodeParams = DIGITS,
 ) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     """Train ``name`` (its epoch multiplier applied) and fit its temperatures on val.
 
@@ -116,7 +119,7 @@ def train_calibrated(
     that both ``train`` and ``seeds`` export, so the extra seeds are the same model as the served one.
     """
     cfg = TrainConfig(model=name, epochs=epochs * EPOCH_MULTIPLIER.get(name, 1), seed=seed, threads=threads)
-    model, info = train_model(cfg, n_classes, train_t, val_t, progress=progress)
+    model, info = train_model(cfg, n_classes, train_t, val_t, progress=progress, spec=spec)
     calibration = calibrate(model, name, val_t)
     training = {**cfg.to_dict(), **info, "data": source, "limit": limit, "calibration": calibration}
     return model, training, calibration
@@ -135,10 +138,14 @@ def run(
     threads: int = 1,
     progress: bool = True,
     command: str = "",
+    spec: SpecOverrides | None = None,
 ) -> list[Path]:
-    """Train, export and evaluate each model, then rewrite the report; returns the version dirs."""
+    """Train, export and evaluate each model, then rewrite the report; returns the version dirs.
+
+    ``spec``: input-spec choices for a manifest source (see :mod:`training.data.spec`).
+    """
     start = time.perf_counter()
-    ds = load_dataset(source, seed=seed, limit=limit, cache_dir=cache_dir, progress=progress)
+    ds = load_dataset(source, seed=seed, limit=limit, cache_dir=cache_dir, progress=progress, spec=spec)
     train, val, test = (ds.split_view(s) for s in ("train", "val", "test"))
     if min(len(train), len(val), len(test)) == 0:
         raise ValueError(f"data set {source!r} needs rows in train, val and test splits")
@@ -148,7 +155,7 @@ def run(
     for name in models:
         model, training, calibration = train_calibrated(
             name, len(ds.labels), train_t, val_t, epochs=epochs, seed=seed, threads=threads,
-            source=source, limit=limit, progress=progress,
+            source=source, limit=limit, progress=progress, spec=ds.spec,
         )  # fmt: skip
         test_ece = _test_ece(model, name, test_t)
         path = export_model(

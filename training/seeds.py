@@ -76,7 +76,7 @@ def train_seeds(
             for name in names:
                 model, training, _ = train_calibrated(
                     name, len(ds.labels), train_t, val_t, epochs=epochs, seed=seed, threads=threads,
-                    source=source, limit=limit, progress=progress,
+                    source=source, limit=limit, progress=progress, spec=ds.spec,
                 )  # fmt: skip
                 dirs.append(
                     export_model(

@@ -24,7 +24,15 @@ from app.media import MODALITIES
 from training.data import MultimodalDataset
 from training.evaluate import OnnxModel, subset_name
 from training.fusion import FUSIONS, UNIMODAL
-from training.metrics import N_BOOT, bootstrap, calibration, disagreement, donors, paired_difference, softmax
+from training.metrics import (
+    N_BOOT,
+    agreement_flags,
+    bootstrap,
+    calibration,
+    donors,
+    paired_difference,
+    softmax,
+)
 from training.train import SUBSETS
 
 log = logging.getLogger(__name__)
@@ -139,10 +147,11 @@ class _ModelEval:
     def conflict(self, ds: MultimodalDataset, arrays: Arrays, labels: np.ndarray) -> dict[str, Any]:
         """Swap one modality to another class's sample: whom does the answer follow?
 
-        Also the agreement flag of the trust issue: do the present modalities' single-modality
-        opinions (argmax of each one-hot-mask row) disagree? Measured on the clean agreeing
-        samples and on the swapped ones. A masked modality's input is zeroed inside every
-        fusion graph, so a swapped branch's opinion is the donor's own branch opinion.
+        Also the agreement flag of the trust issue, by the server's own rule
+        (:func:`training.metrics.agreement_flags`): does some modality alone rule the fused
+        answer out? Measured on the clean agreeing samples and on the swapped ones. A masked
+        modality's input is zeroed inside every fusion graph, so a swapped modality's opinion
+        is the donor's own single-modality answer.
         """
         full = np.flatnonzero(np.asarray(ds.mask).sum(axis=1) == len(MODALITIES))
         ones = np.ones((len(full), len(MODALITIES)), np.float32)
@@ -150,32 +159,29 @@ class _ModelEval:
             passes = [self.run_subset(ds, arrays, _one_hot(m))[0] for m in MODALITIES]
         else:
             passes = [self.model.logits(_take(arrays, full), ones * _one_hot(m)) for m in MODALITIES]
-        opinions = np.stack([p.argmax(1) for p in passes], axis=1)
-        sureness = np.stack([softmax(p.astype(np.float64)).max(axis=1) for p in passes], axis=1)
+        alone = [softmax(p.astype(np.float64)) for p in passes]
         arrays, labels = _take(arrays, full), labels[full]
         donor = donors(labels, np.random.default_rng([self.seed, 7]))
         if donor is None:
             return {}
-        plain, sure = disagreement(opinions, sureness)
+        flagged, names_another = agreement_flags(alone, self.model.predict(arrays, ones))
         out: dict[str, Any] = {
-            "clean_disagree": self.boot(plain),
-            "clean_confident_disagree": self.boot(sure),
+            "clean_flagged": self.boot(flagged),
+            "clean_names_another": self.boot(names_another),
             "swapped": {},
         }
         flags: list[tuple[np.ndarray, np.ndarray]] = []
         for i, m in enumerate(MODALITIES):
             pred = self.model.predict({**arrays, m: arrays[m][donor]}, ones)
-            mixed, mixed_sure = opinions.copy(), sureness.copy()
-            mixed[:, i], mixed_sure[:, i] = opinions[donor, i], sureness[donor, i]
-            flags.append(disagreement(mixed, mixed_sure))
+            flags.append(agreement_flags([a[donor] if j == i else a for j, a in enumerate(alone)], pred))
             out["swapped"][m] = {
                 "follow_agreeing": self.boot(pred == labels),
                 "follow_swapped": self.boot(pred == labels[donor]),
-                "disagree": self.boot(flags[-1][0]),
-                "confident_disagree": self.boot(flags[-1][1]),
+                "flagged": self.boot(flags[-1][0]),
+                "names_another": self.boot(flags[-1][1]),
             }
-        out["swapped_disagree"] = self.boot(np.concatenate([f[0] for f in flags]))
-        out["swapped_confident_disagree"] = self.boot(np.concatenate([f[1] for f in flags]))
+        out["swapped_flagged"] = self.boot(np.concatenate([f[0] for f in flags]))
+        out["swapped_names_another"] = self.boot(np.concatenate([f[1] for f in flags]))
         out["follow_agreeing"] = _pool(out["swapped"], "follow_agreeing")
         out["follow_swapped"] = _pool(out["swapped"], "follow_swapped")
         return out

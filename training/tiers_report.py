@@ -16,8 +16,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from app.agreement import RULES_OUT_BELOW  # noqa: E402
 from app.media import MODALITIES  # noqa: E402
-from training.metrics import CONFIDENT, ECE_BINS, N_BOOT  # noqa: E402
+from training.metrics import ECE_BINS, N_BOOT  # noqa: E402
 from training.tiers_eval import TIERS  # noqa: E402
 
 Ev = Mapping[str, Any]
@@ -109,19 +110,20 @@ def conflict_section(ev: Ev) -> list[str]:
         "## Modality conflicts (clean tier)",
         "",
         "One modality replaced by a sample of another class, the other two agreeing on the true class. "
-        '"Opinions disagree" = the present modalities\' single-modality answers (one-hot masks) are not '
-        'all the same: the agreement flag a trustworthy answer can raise; "sure opinions disagree" counts '
-        f"only opinions with a top probability >= {CONFIDENT:.0%}.",
+        '"Agreement flag" = the server\'s `agreement.agree: false` (docs/api.md): some present modality, '
+        f'alone, gives the fused label less than {RULES_OUT_BELOW:.0%}. "Names another label" = the '
+        "modalities' single-modality labels are not all the same (the flag's earlier definition, which "
+        "also fires on hard but consistent samples).",
         "",
-        "| model | swapped | follows the agreeing two % | follows the swapped one % | opinions disagree % "
-        "| sure opinions disagree % |",
+        "| model | swapped | follows the agreeing two % | follows the swapped one % | agreement flag % "
+        "| names another label % |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for name, c in rows:
         for m, s in c["swapped"].items():
-            keys = ("follow_agreeing", "follow_swapped", "disagree", "confident_disagree")
+            keys = ("follow_agreeing", "follow_swapped", "flagged", "names_another")
             lines.append(f"| `{name}` | {m} | " + " | ".join(ci(s.get(k)) for k in keys) + " |")
-        clean = (ci(c["clean_disagree"]), ci(c.get("clean_confident_disagree")))
+        clean = (ci(c.get("clean_flagged")), ci(c.get("clean_names_another")))
         lines.append(f"| `{name}` | none (clean, agreeing) | | | {clean[0]} | {clean[1]} |")
     return lines
 

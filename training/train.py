@@ -29,6 +29,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from app.manifest import DecodeParams
+from training.encoders import DIGITS
 from training.fusion import SUBSETS, UNIMODAL, Features, build_model
 from training.graph import featurize
 
@@ -77,16 +79,20 @@ def drop_modalities(mask: torch.Tensor, p: float, gen: torch.Generator) -> torch
     return torch.where(use.unsqueeze(1), dropped, mask)
 
 
-def noise_bank(n: int, seed: int) -> Features:
-    """Featurised pure-noise inputs for conflict augmentation: random pixels, white noise at
-    levels from near-silent to loud, random bytes of random length."""
+def noise_bank(n: int, seed: int, spec: DecodeParams = DIGITS) -> Features:
+    """Featurised pure-noise inputs for conflict augmentation, at input ``spec``: random pixels,
+    white noise at levels from near-silent to loud, random bytes of random length."""
     rng = np.random.default_rng(seed)
-    image = (rng.random((n, 28, 28)) * rng.uniform(0.1, 1.0, (n, 1, 1)) * 255).astype(np.uint8)
+    side, length = spec.image_size, spec.text_bytes
+    pixels = rng.random((n, side, side)) * rng.uniform(0.1, 1.0, (n, 1, 1)) * 255
+    if spec.image_channels == 3:  # same draws as grey, then a random tint per picture
+        pixels = pixels[..., None] * rng.uniform(0.3, 1.0, (n, 1, 1, 3))
+    image = pixels.astype(np.uint8)
     amplitude = 10.0 ** rng.uniform(-3.0, -0.5, (n, 1))
-    audio = (rng.standard_normal((n, 16000)) * amplitude).clip(-1, 1).astype(np.float32)
-    length = rng.integers(1, 65, (n, 1))
-    text = np.where(np.arange(64) < length, rng.integers(1, 256, (n, 64)), 0).astype(np.uint8)
-    return featurize(image, audio, text)
+    audio = (rng.standard_normal((n, spec.audio_samples)) * amplitude).clip(-1, 1).astype(np.float32)
+    used = rng.integers(1, length + 1, (n, 1))
+    text = np.where(np.arange(length) < used, rng.integers(1, 256, (n, length)), 0).astype(np.uint8)
+    return featurize(image, audio, text, spec=spec)
 
 
 def make_conflicts(
@@ -225,8 +231,9 @@ def train_model(
     train: tuple[Features, torch.Tensor, torch.Tensor],
     val: tuple[Features, torch.Tensor, torch.Tensor],
     progress: bool = True,
+    spec: DecodeParams = DIGITS,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Train ``cfg.model``; returns the best-validation model and its history.
+    """Train ``cfg.model`` for input ``spec``; returns the best-validation model and its history.
 
     With ``progress`` a bar per model shows the epoch, loss and validation accuracy, and stays
     as one line per model when it is done.
@@ -234,8 +241,8 @@ def train_model(
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     gen = torch.Generator().manual_seed(cfg.seed)
-    model = build_model(cfg.model, n_classes)
-    bank = None if cfg.model in UNIMODAL or cfg.conflict <= 0 else noise_bank(256, cfg.seed)
+    model = build_model(cfg.model, n_classes, spec)
+    bank = None if cfg.model in UNIMODAL or cfg.conflict <= 0 else noise_bank(256, cfg.seed, spec)
     feats, mask, labels = train
     steps = cfg.epochs * ((len(labels) + cfg.batch_size - 1) // cfg.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

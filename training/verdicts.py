@@ -115,27 +115,18 @@ def targets(ev: Ev) -> list[Target]:
                 "significant losses: " + " | ".join(losses) if losses else "no significant loss",
             )
         )
-    flags = {n: c for n, m in fusions.items() if (c := _conflict(m))}
+    flags = {n: c for n, m in fusions.items() if (c := _conflict(m)) and "clean_flagged" in c}
     if flags:
         ok = all(
-            c["swapped_disagree"]["value"] >= 0.95 and c["clean_disagree"]["value"] <= 0.05
+            c["swapped_flagged"]["value"] >= 0.95 and c["clean_flagged"]["value"] <= 0.05
             for c in flags.values()
         )
         detail = "; ".join(
-            f"`{n}` swapped {_pct(c['swapped_disagree']['value'])}, "
-            f"clean {_pct(c['clean_disagree']['value'])}" + _sure(c)
+            f"`{n}` swapped {_pct(c['swapped_flagged']['value'])}, clean {_pct(c['clean_flagged']['value'])}"
             for n, c in flags.items()
         )
         rows.append(("agreement flag: >= 95% of swapped cases, <= 5% of clean agreeing ones", ok, detail))
     return rows
-
-
-def _sure(c: Mapping[str, Any]) -> str:
-    """The confident flag's two rates, when measured."""
-    if "clean_confident_disagree" not in c:
-        return ""
-    swapped, clean = c["swapped_confident_disagree"]["value"], c["clean_confident_disagree"]["value"]
-    return f" (sure opinions only: {_pct(swapped)}, {_pct(clean)})"
 
 
 def choose(ev: Ev) -> list[str]:

@@ -67,9 +67,14 @@ def _write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
     return path
 
 
+DIGITS_AUDIO = {"sample_rate": 16000, "audio_seconds": 1.0}
+"""The digits' audio spec, chosen: derived from these files it would be 8 kHz, 0.5 s."""
+
+
 def test_jsonl_with_missing_modalities(files: Path) -> None:
     rows = _rows()
-    ds = load_manifest(_write_jsonl(files / "data.jsonl", rows), progress=False)  # type: ignore[arg-type]
+    manifest = _write_jsonl(files / "data.jsonl", rows)  # type: ignore[arg-type]
+    ds = load_manifest(manifest, progress=False, spec=DIGITS_AUDIO)
     assert len(ds) == 30 and ds.labels == LABELS
     for i, row in enumerate(rows):
         assert ds.mask[i].tolist() == [float(m in row) for m in ("image", "audio", "text")]
@@ -84,6 +89,10 @@ def test_jsonl_with_missing_modalities(files: Path) -> None:
             np.testing.assert_array_equal(ds.audio[i], decode_audio((files / row["audio"]).read_bytes()))
         else:
             assert not ds.audio[i].any()
+    derived = load_manifest(
+        manifest, progress=False
+    ).spec  # from the headers: 28x28 grey, 8 kHz clips of 0.4 s
+    assert derived.summary() == "28x28 grey, 0.5 s at 8000 Hz, 64 bytes" and derived.image_normalize
 
 
 def test_csv_gives_the_same_data_set_as_jsonl(files: Path) -> None:

@@ -14,6 +14,7 @@ from training.data.dataset import SPLITS, MultimodalDataset
 from training.data.digits import default_cache_dir, load_digits
 from training.data.manifest import DatasetError, export, load_manifest
 from training.data.sources import MissingToolError
+from training.data.spec import SpecOverrides, make_spec
 from training.data.tiers import TIERS, load_tiers
 
 MANIFEST_NAMES = ("manifest.jsonl", "manifest.csv")
@@ -26,8 +27,9 @@ def load_dataset(
     limit: int | None = None,
     cache_dir: Path | None = None,
     progress: bool = True,
+    spec: SpecOverrides | None = None,
 ) -> MultimodalDataset:
-    """Load a data set by name or manifest path.
+    """Load a data set by name or manifest path, at an input spec.
 
     Args:
         source: ``"default"`` for the built-in digits, or the path of a ``.jsonl`` / ``.csv``
@@ -37,6 +39,8 @@ def load_dataset(
             those, for fast tests; it is cached under its own key).
         cache_dir: where the built-in set is cached (default ``<repo>/.cache/data``).
         progress: show progress bars.
+        spec: input-spec choices for a manifest (see :mod:`training.data.spec`; unset parts are
+            derived from the files). The built-in digits exist at their own spec only.
 
     Raises:
         DatasetError: the manifest or one of its files is unusable (the message names the row).
@@ -47,6 +51,11 @@ def load_dataset(
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of samples, got {limit}")
     if source == "default":
+        if spec and make_spec(spec) != make_spec():
+            raise ValueError(
+                f"the built-in digits are made at {make_spec().summary()}; the input spec options "
+                "apply to your own manifest"
+            )
         return load_digits(seed, limit, cache_dir, progress=progress)
     path = Path(source)
     if path.is_dir():
@@ -58,7 +67,7 @@ def load_dataset(
         raise FileNotFoundError(
             f"data source {source!r} is neither 'default' nor an existing .jsonl/.csv manifest"
         )
-    return load_manifest(path, seed=seed, limit=limit, progress=progress)
+    return load_manifest(path, seed=seed, limit=limit, progress=progress, spec=spec)
 
 
 __all__ = [

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from app.manifest import DecodeParams
 from app.media import DEFAULT_MAX_BYTES, DEFAULT_SAMPLES, DEFAULT_SIZE, MODALITIES
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -31,7 +32,13 @@ ARRAYS: dict[str, tuple[type[np.generic], tuple[int, ...]]] = {
     "label": (np.int64, ()),
     "split": (np.int8, ()),
 }
-"""Each per-sample array: its dtype and the shape of one sample."""
+"""Each per-sample array: its dtype and the shape of one sample, at the digits' spec."""
+
+
+def array_shapes(spec: DecodeParams) -> dict[str, tuple[type[np.generic], tuple[int, ...]]]:
+    """:data:`ARRAYS` at input ``spec``: the modality tensors take the spec's shapes."""
+    shapes = {m: tuple(spec.input_spec(m).shape[1:]) for m in MODALITIES}
+    return {name: (dtype, shapes.get(name, shape)) for name, (dtype, shape) in ARRAYS.items()}
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing arrays with == is ambiguous
@@ -39,9 +46,9 @@ class MultimodalDataset:
     """Samples of up to three modalities with one label each.
 
     Attributes:
-        image: uint8 ``[N, 28, 28]``.
-        audio: float32 ``[N, 16000]`` (1 s at 16 kHz, in [-1, 1]).
-        text: uint8 ``[N, 64]`` (UTF-8 bytes, zero padded).
+        image: uint8 ``[N, 28, 28]`` (the digits' spec; ``[N, S, S]`` or ``[N, S, S, 3]`` at ``spec``).
+        audio: float32 ``[N, 16000]`` (1 s at 16 kHz, in [-1, 1]; ``[N, spec.audio_samples]``).
+        text: uint8 ``[N, 64]`` (UTF-8 bytes, zero padded; ``[N, spec.text_bytes]``).
         mask: float32 ``[N, 3]``: 1 = modality present (order ``app.media.MODALITIES``); a
             missing modality's tensor is all zeros.
         label: int64 ``[N]``, an index into ``labels``.
@@ -52,6 +59,7 @@ class MultimodalDataset:
         fingerprint: sha256 over the arrays; equal fingerprints mean identical data.
         info: optional per-sample provenance arrays (``[N]`` each), e.g. ``voice`` for the
             built-in set, so held-out properties can be checked.
+        spec: the input spec the arrays were decoded at; models trained on them take it.
     """
 
     image: np.ndarray
@@ -64,10 +72,11 @@ class MultimodalDataset:
     texts: list[str]
     fingerprint: str
     info: Mapping[str, np.ndarray] = field(default_factory=dict)
+    spec: DecodeParams = field(default_factory=DecodeParams)
 
     def __post_init__(self) -> None:
         n = len(self.label)
-        for name, (dtype, shape) in ARRAYS.items():
+        for name, (dtype, shape) in array_shapes(self.spec).items():
             arr = getattr(self, name)
             if arr.dtype != dtype or arr.shape != (n, *shape):
                 raise ValueError(
@@ -96,6 +105,7 @@ class MultimodalDataset:
             texts=[self.texts[i] for i in idx],
             fingerprint=digest,
             info={k: np.asarray(v[idx]) for k, v in self.info.items()},
+            spec=self.spec,
         )
 
     def split_view(self, name: Literal["train", "val", "test"]) -> MultimodalDataset:
@@ -150,7 +160,7 @@ def save(ds: MultimodalDataset, folder: Path, meta: dict[str, Any]) -> None:
     for name, arr in ds.info.items():
         np.save(tmp / f"info_{name}.npy", arr)
     full = {**meta, "n": len(ds), "counts": ds.counts(), "fingerprint": ds.fingerprint}
-    full |= {"labels": ds.labels, "info": sorted(ds.info), "texts": ds.texts}
+    full |= {"labels": ds.labels, "info": sorted(ds.info), "spec": ds.spec.model_dump(), "texts": ds.texts}
     (tmp / "meta.json").write_text(json.dumps(full, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     try:
         os.rename(tmp, folder)
@@ -165,8 +175,14 @@ def load(folder: Path) -> MultimodalDataset:
     meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
     info = {name: np.load(folder / f"info_{name}.npy", mmap_mode="r") for name in meta["info"]}
+    spec = DecodeParams.model_validate(meta.get("spec", {}))  # caches made before specs: the digits'
     return MultimodalDataset(
-        **arrays, labels=meta["labels"], texts=meta["texts"], fingerprint=meta["fingerprint"], info=info
+        **arrays,
+        labels=meta["labels"],
+        texts=meta["texts"],
+        fingerprint=meta["fingerprint"],
+        info=info,
+        spec=spec,
     )
 
 

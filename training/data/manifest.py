@@ -8,7 +8,9 @@ One row per sample::
 modality may be left out, empty or null (its mask is 0 and its tensor all zeros), but each row
 needs at least one. ``label`` is any string. ``split`` (train/val/test) is optional: without it
 rows are split 70/10/20, stratified by label, from the seed. The server's decoder reads the
-files, so a file the trainer accepts is one the server accepts, and vice versa.
+files, so a file the trainer accepts is one the server accepts, and vice versa. The files are
+decoded at the data set's input spec, derived from their headers unless chosen
+(:mod:`training.data.spec`), and the trained models keep that spec.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from app.contract import MAX_AUDIO_SECONDS, MAX_IMAGE_PIXELS
-from app.media import DEFAULT_SAMPLE_RATE, MODALITIES, MediaError, decode_audio, decode_image, encode_text
-from training.data.dataset import ARRAYS, SPLITS, MultimodalDataset, fingerprint, stratified_order
+from app.manifest import DecodeParams
+from app.media import MODALITIES, MediaError, decode_audio, decode_image, encode_text
+from training.data.dataset import SPLITS, MultimodalDataset, array_shapes, fingerprint, stratified_order
+from training.data.spec import SpecOverrides, derive_spec, make_spec
 
 FIELDS = ("image", "audio", "text", "label", "split", "id")
 """Allowed manifest fields; ``id`` is kept for the user's own bookkeeping and ignored."""
@@ -81,17 +85,25 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _decode(row: dict[str, Any], modality: str, root: Path) -> np.ndarray:
-    """One row's tensor for ``modality``, or :class:`DatasetError` naming the row and file."""
+def _decode(row: dict[str, Any], modality: str, root: Path, spec: DecodeParams) -> np.ndarray:
+    """One row's tensor for ``modality`` at ``spec``, or :class:`DatasetError` naming the row and file."""
     value = row[modality]
     try:
         if modality == "text":
-            return encode_text(str(value))
+            return encode_text(str(value), max_bytes=spec.text_bytes)
         file = root / value
         data = file.read_bytes()
         if modality == "image":  # the server's limits (app.contract), so both accept the same files
-            return decode_image(data, max_pixels=MAX_IMAGE_PIXELS)
-        return decode_audio(data, max_seconds=MAX_AUDIO_SECONDS)
+            return decode_image(
+                data,
+                size=spec.image_size,
+                channels=spec.image_channels,
+                normalize=spec.image_normalize,
+                max_pixels=MAX_IMAGE_PIXELS,
+            )
+        return decode_audio(
+            data, sample_rate=spec.sample_rate, samples=spec.audio_samples, max_seconds=MAX_AUDIO_SECONDS
+        )
     except OSError as exc:
         raise DatasetError(
             f"{row['where']}: {modality} file {value!r} cannot be read ({exc.strerror})"
@@ -121,14 +133,27 @@ def _auto_split(label: np.ndarray, seed: int) -> np.ndarray:
 
 
 def load_manifest(
-    path: Path, *, seed: int = 0, limit: int | None = None, progress: bool = True
+    path: Path,
+    *,
+    seed: int = 0,
+    limit: int | None = None,
+    progress: bool = True,
+    spec: SpecOverrides | None = None,
 ) -> MultimodalDataset:
     """Decode every row of a manifest into a :class:`MultimodalDataset`.
 
+    ``spec`` holds the input-spec choices (``image_size``, ``image_channels``, ``audio_seconds``,
+    ``sample_rate``, ``text_bytes``; ``None`` values are derived from the files' headers).
+
     Raises:
-        DatasetError: a malformed manifest or row, a missing or undecodable file, a bad split.
+        DatasetError: a malformed manifest or row, a missing or undecodable file, a bad split,
+            or a spec that cannot be served.
     """
     rows = read_rows(path)
+    try:
+        chosen = make_spec(spec, derive_spec(rows, path.parent))
+    except ValueError as exc:
+        raise DatasetError(f"input spec: {exc}") from exc
     labels = _label_order({r["label"] for r in rows})
     label = np.array([labels.index(r["label"]) for r in rows], dtype=np.int64)
     if any("split" in r for r in rows):
@@ -145,13 +170,15 @@ def load_manifest(
         )
         index = np.sort(order[:limit])
     n = len(index)
-    arrays = {name: np.zeros((n, *shape), dtype=dtype) for name, (dtype, shape) in ARRAYS.items()}
+    arrays = {
+        name: np.zeros((n, *shape), dtype=dtype) for name, (dtype, shape) in array_shapes(chosen).items()
+    }
     texts = [""] * n
     for i, k in enumerate(tqdm(index, desc=f"decoding {path.name}", unit="row", disable=not progress)):
         row = rows[k]
         for m, modality in enumerate(MODALITIES):
             if modality in row:
-                arrays[modality][i] = _decode(row, modality, path.parent)
+                arrays[modality][i] = _decode(row, modality, path.parent, chosen)
                 arrays["mask"][i, m] = 1.0
         if "text" in row:
             texts[i] = unicodedata.normalize("NFC", str(row["text"])).strip()
@@ -166,6 +193,7 @@ def load_manifest(
         split=arrays["split"],
         texts=texts,
         fingerprint=fingerprint(arrays, labels, texts),
+        spec=chosen,
     )
 
 
@@ -173,7 +201,8 @@ def export(ds: MultimodalDataset, folder: Path, *, progress: bool = True) -> Pat
     """Write ``ds`` as PNG + 16-bit WAV files and a ``manifest.jsonl``; returns the manifest path.
 
     Loading the result with :func:`load_manifest` gives the same images exactly, the same
-    audio up to 16-bit quantisation, and the same text, labels and splits.
+    audio up to 16-bit quantisation, and the same text, labels and splits (at the spec derived
+    from the files, which is ``ds.spec`` for the spec ranges :mod:`training.data.spec` derives).
     """
     (folder / "images").mkdir(parents=True, exist_ok=True)
     (folder / "audio").mkdir(exist_ok=True)
@@ -184,11 +213,12 @@ def export(ds: MultimodalDataset, folder: Path, *, progress: bool = True) -> Pat
             row: dict[str, str] = {}
             if ds.mask[i, 0]:
                 row["image"] = f"images/{i:0{width}d}.png"
-                Image.fromarray(np.asarray(ds.image[i]), mode="L").save(folder / row["image"])
+                pixels = np.asarray(ds.image[i])
+                Image.fromarray(pixels, mode="RGB" if pixels.ndim == 3 else "L").save(folder / row["image"])
             if ds.mask[i, 1]:
                 row["audio"] = f"audio/{i:0{width}d}.wav"
                 sf.write(
-                    folder / row["audio"], np.asarray(ds.audio[i]), DEFAULT_SAMPLE_RATE, subtype="PCM_16"
+                    folder / row["audio"], np.asarray(ds.audio[i]), ds.spec.sample_rate, subtype="PCM_16"
                 )
             if ds.mask[i, 2]:
                 row["text"] = ds.texts[i]

@@ -43,7 +43,7 @@ def image_noise(images: np.ndarray, level: float | np.ndarray, rng: np.random.Ge
     """Gaussian pixel noise plus one random occluding square, both growing with ``level``.
 
     Args:
-        images: uint8 ``[N, H, W]`` (or a single ``[H, W]`` image).
+        images: uint8 ``[N, H, W]`` (or a single ``[H, W]`` image), or RGB ``[N, H, W, 3]``.
         level: noise level(s) in [0, 1]: the noise std is ``level * IMAGE_SIGMA_MAX`` and the
             square's side ``level * IMAGE_OCCLUSION_MAX`` of the image side, filled with a random
             grey (it can erase strokes or paint over them).
@@ -53,15 +53,18 @@ def image_noise(images: np.ndarray, level: float | np.ndarray, rng: np.random.Ge
         A new uint8 array of the same shape.
     """
     arr = np.asarray(images)
-    if arr.dtype != np.uint8 or arr.ndim not in (2, 3):
-        raise ValueError(f"images must be uint8 [N, H, W] or [H, W], got {arr.dtype} {list(arr.shape)}")
+    if arr.dtype != np.uint8 or not (arr.ndim in (2, 3) or (arr.ndim == 4 and arr.shape[3] == 3)):
+        raise ValueError(
+            f"images must be uint8 [N, H, W], [H, W] or [N, H, W, 3], got {arr.dtype} {list(arr.shape)}"
+        )
     batch = arr[None] if arr.ndim == 2 else arr
-    n, h, w = batch.shape
+    n, h, w = batch.shape[:3]
     levels = _levels(level, n)
     z = rng.standard_normal(batch.shape, dtype=np.float32)
     centre = rng.random((n, 2))
     fill = rng.integers(0, 256, size=len(batch))
-    out = batch.astype(np.float32) + z * (levels * IMAGE_SIGMA_MAX).astype(np.float32)[:, None, None]
+    sigma = (levels * IMAGE_SIGMA_MAX).astype(np.float32).reshape(-1, *([1] * (batch.ndim - 1)))
+    out = batch.astype(np.float32) + z * sigma
     sides = np.rint(levels[:, None] * IMAGE_OCCLUSION_MAX * np.array([[h, w]])).astype(int)  # [n, 2]
     for i in np.flatnonzero(sides.max(axis=1) > 0):
         sh, sw = int(sides[i, 0]), int(sides[i, 1])
@@ -150,14 +153,16 @@ def corrupt_texts(texts: list[str], level: float | np.ndarray, rng: np.random.Ge
     return [corrupt_text(t, float(lv), rng) for t, lv in zip(texts, levels, strict=True)]
 
 
-def text_noise(texts: list[str], level: float | np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Corrupt the strings and encode them as the model's ``text`` tensor, uint8 ``[N, 64]``.
+def text_noise(
+    texts: list[str], level: float | np.ndarray, rng: np.random.Generator, max_bytes: int = DEFAULT_MAX_BYTES
+) -> np.ndarray:
+    """Corrupt the strings and encode them as the model's ``text`` tensor, uint8 ``[N, max_bytes]``.
 
     A blank entry (a sample without text) stays blank: it is encoded as all zeros.
     """
     noisy = corrupt_texts(texts, level, rng)
-    out = np.zeros((len(texts), DEFAULT_MAX_BYTES), dtype=np.uint8)
+    out = np.zeros((len(texts), max_bytes), dtype=np.uint8)
     for i, (clean, dirty) in enumerate(zip(texts, noisy, strict=True)):
         if clean.strip():
-            out[i] = encode_text(dirty)
+            out[i] = encode_text(dirty, max_bytes=max_bytes)
     return out

@@ -37,14 +37,14 @@ def probe_modalities(
     from training.train import TrainConfig, predict_logits, train_model
 
     def tensors(part: MultimodalDataset) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-        feats = featurize(np.asarray(part.image), np.asarray(part.audio), np.asarray(part.text))
+        feats = featurize(np.asarray(part.image), np.asarray(part.audio), np.asarray(part.text), spec=ds.spec)
         return feats, torch.from_numpy(np.asarray(part.mask)), torch.from_numpy(np.asarray(part.label))
 
     train, val, test = (tensors(ds.split_view(s)) for s in ("train", "val", "test"))
     results = {}
     for name, model_name in (models or BASELINES).items():
         cfg = TrainConfig(model=model_name, epochs=epochs, seed=seed)
-        model, _ = train_model(cfg, len(ds.labels), train, val, progress=progress)
+        model, _ = train_model(cfg, len(ds.labels), train, val, progress=progress, spec=ds.spec)
         pred = predict_logits(model, test[0], test[1]).argmax(dim=1)
         results[name] = float((pred == test[2]).float().mean())
     return results

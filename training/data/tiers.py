@@ -89,6 +89,7 @@ def _make(
         texts=list(texts),
         fingerprint=dataset.fingerprint(full, test.labels, list(texts)),
         info=info,
+        spec=test.spec,
     )
 
 
