@@ -135,6 +135,6 @@ def agreement_flags(alone: Sequence[np.ndarray], fused: np.ndarray) -> tuple[np.
     rows = np.arange(len(fused))
     for_fused = np.stack([p[rows, fused] for p in alone], axis=1)
     labels = np.stack([p.argmax(axis=1) for p in alone], axis=1)
-    flagged: np.ndarray = (for_fused < RULES_OUT_BELOW).any(axis=1)
-    named: np.ndarray = (labels != labels[:, :1]).any(axis=1)
+    flagged = np.asarray(np.any(for_fused < RULES_OUT_BELOW, axis=1))
+    named = np.asarray(np.any(labels != labels[:, :1], axis=1))
     return flagged, named

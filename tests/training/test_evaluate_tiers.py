@@ -18,7 +18,15 @@ from onnx import TensorProto, helper, numpy_helper
 from app.manifest import sha256_file
 from tests.app.fakes import IR_VERSION, ONNX_TYPES, OPSET, SPECS, make_manifest
 from training.data import MultimodalDataset
-from training.metrics import bootstrap, calibration, disagreement, donors, ece, paired_difference, reliability
+from training.metrics import (
+    agreement_flags,
+    bootstrap,
+    calibration,
+    donors,
+    ece,
+    paired_difference,
+    reliability,
+)
 from training.tiers_eval import evaluate_repository, load_eval_tiers
 
 ALL = ["image", "audio", "text"]
@@ -161,10 +169,11 @@ def test_conflict_table_follows_the_majority_unless_a_modality_bullies(result: d
     for m in ALL:
         assert late["swapped"][m]["follow_agreeing"]["value"] == 1.0
         assert late["swapped"][m]["follow_swapped"]["value"] == 0.0
-        assert late["swapped"][m]["disagree"]["value"] == 1.0  # the swapped opinion always dissents
+        assert late["swapped"][m]["flagged"]["value"] == 1.0  # the swapped opinion rules the answer out
+        assert late["swapped"][m]["names_another"]["value"] == 1.0
     assert gated["swapped"]["audio"]["follow_swapped"]["value"] == 1.0
     assert gated["swapped"]["image"]["follow_agreeing"]["value"] == 1.0
-    assert late["clean_disagree"]["value"] == 0.0 and late["swapped_disagree"]["value"] == 1.0
+    assert late["clean_flagged"]["value"] == 0.0 and late["swapped_flagged"]["value"] == 1.0
     assert gated["follow_agreeing"] == {"value": pytest.approx(2 / 3, abs=1e-4), "min": 0.0}
     assert "conflict" not in result["models"]["image_only"]["tiers"]["clean"]
 
@@ -206,8 +215,7 @@ def test_missing_rows_are_left_out_of_subsets(repo: list[Path]) -> None:
     assert subsets["image+audio+text"]["n"] == 30
     conflict = out["models"]["late"]["tiers"]["clean"]["conflict"]  # complete rows only
     assert (
-        conflict["clean_disagree"]["n"] == 30
-        and conflict["swapped"]["audio"]["follow_agreeing"]["value"] == 1
+        conflict["clean_flagged"]["n"] == 30 and conflict["swapped"]["audio"]["follow_agreeing"]["value"] == 1
     )
 
 
@@ -255,9 +263,12 @@ def test_bootstrap_and_paired_difference() -> None:
     assert bootstrap(np.array([]))["n"] == 0
 
 
-def test_the_sure_flag_ignores_modalities_that_are_guessing() -> None:
-    opinions = np.array([[1, 1, 1], [1, 2, 1], [1, 2, 1], [1, 2, 3]])
-    sureness = np.array([[0.9] * 3, [0.9, 0.9, 0.9], [0.9, 0.3, 0.9], [0.9, 0.9, 0.2]])
-    plain, sure = disagreement(opinions, sureness)
-    assert plain.tolist() == [False, True, True, True]
-    assert sure.tolist() == [False, True, False, True]
+def test_the_agreement_flag_is_a_modality_ruling_the_fused_label_out() -> None:
+    """The server's rule: naming another label is not enough; giving the fused one < 10% is."""
+    p = [
+        np.array([[0.8, 0.2], [0.8, 0.2], [0.8, 0.2], [0.8, 0.2]]),
+        np.array([[0.7, 0.3], [0.4, 0.6], [0.05, 0.95], [0.1, 0.9]]),
+    ]
+    flagged, names_another = agreement_flags(p, np.zeros(4, np.int64))
+    assert flagged.tolist() == [False, False, True, False]  # 0.1 itself does not rule out
+    assert names_another.tolist() == [False, True, True, True]
