@@ -7,9 +7,11 @@ posted again by the test, as JSON with base64 media, to compare answers.
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import os
 import shutil
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,16 @@ def test_the_page_and_its_files_are_served_with_a_strict_policy(server: str) -> 
     assert "javascript" in httpx.get(f"{server}/playground/app.js").headers["content-type"]
     assert httpx.get(f"{server}/playground/../main.py").status_code == 404
     assert "/" not in httpx.get(f"{server}/openapi.json").json()["paths"]
+
+
+def test_every_page_file_ships_in_the_wheel() -> None:
+    """The wheel (and so the Docker image) holds only the files pyproject's package-data names."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    globs = config["tool"]["setuptools"]["package-data"]["app"]
+    folder = ROOT / "app" / "playground"
+    files = [f.relative_to(ROOT / "app").as_posix() for f in folder.iterdir() if f.is_file()]
+    assert "playground/index.html" in files
+    assert [f for f in files if not any(fnmatch.fnmatch(f, g) for g in globs)] == []
 
 
 def test_draw_record_type_then_switch_audio_off(server: str, new_page: Any, tmp_path: Path) -> None:
