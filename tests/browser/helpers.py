@@ -62,7 +62,12 @@ def multipart_parts(request: Any) -> dict[str, bytes]:
 
 def api_predict(base: str, model: str, parts: dict[str, bytes], **headers: str) -> httpx.Response:
     """The same inputs posted by the test itself, as JSON with base64 media (the other route in)."""
-    body: dict[str, Any] = {"options": {"top_k": int(parts["top_k"]), "explain": True}}
+    options: dict[str, Any] = {"top_k": int(parts["top_k"]), "explain": True}
+    if "min_confidence" in parts:
+        options["min_confidence"] = float(parts["min_confidence"])
+    if "abstain_on_conflict" in parts:
+        options["abstain_on_conflict"] = parts["abstain_on_conflict"] == b"true"
+    body: dict[str, Any] = {"options": options}
     for media in ("image", "audio"):
         if media in parts:
             body[media] = {"b64": base64.b64encode(parts[media]).decode()}

@@ -146,6 +146,29 @@ def test_compare_sends_the_same_inputs_to_every_model(server: str, new_page: Any
         assert cells.nth(6).inner_text() == f"{100 * meta['test_accuracy']:.1f}%"
 
 
+def test_an_abstention_shows_uncertain_with_the_conflict(server: str, new_page: Any) -> None:
+    page = new_page(f"{server}/")
+    page.locator("#image-file").set_input_files(str(ROOT / "examples" / "seven.png"))
+    page.locator("#audio-file").set_input_files(str(ROOT / "examples" / "seven.wav"))
+    page.get_by_label("The digit as a word").fill("cinq")  # five: the text disagrees with the rest
+    page.get_by_label("Abstain when the modalities disagree").check()
+    response = predict_response(page, lambda: page.get_by_role("button", name="Predict").click())
+    parts = multipart_parts(response.request)
+    assert parts["abstain_on_conflict"] == b"true"
+    api = api_predict(server, "late", parts).json()
+    assert api["status"] == "uncertain" and api["abstention"]["reasons"] == ["conflict"]
+    assert_page_shows(page, api)
+    assert page.get_by_test_id("answer-label").inner_text() == "uncertain"
+    assert f"best guess {api['abstention']['label']}" in page.locator("#result .headline").inner_text()
+
+    # a threshold above the best guess abstains for low confidence too
+    page.get_by_label("Abstain below probability").fill("0.99")
+    response = predict_response(page, lambda: page.get_by_label("Abstain below probability").press("Tab"))
+    api = api_predict(server, "late", multipart_parts(response.request)).json()
+    assert api["abstention"]["reasons"] == ["low_confidence", "conflict"]
+    assert_page_shows(page, api)
+
+
 def test_a_corrupt_upload_shows_the_servers_message(server: str, new_page: Any) -> None:
     page = new_page(f"{server}/")
     page.locator("#image-file").set_input_files(
