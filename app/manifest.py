@@ -95,6 +95,10 @@ class DecodeParams(BaseModel):
         dtype, shape = shapes[name]
         return TensorSpec(name=name, dtype=dtype, shape=shape)
 
+    def describe(self) -> dict[str, Any]:
+        """The spec for model metadata: every field, the window in seconds, and :meth:`summary`."""
+        return {**self.model_dump(), "audio_seconds": self.audio_seconds, "summary": self.summary()}
+
     def summary(self) -> str:
         """``"28x28 grey, 1.0 s at 16000 Hz, 64 bytes"``: the spec in one line, for reports and logs."""
         colour = "grey" if self.image_channels == 1 else "RGB"

@@ -255,6 +255,19 @@ class ModelList(BaseModel):
     models: list[ModelSummary]
 
 
+class InputSpec(BaseModel):
+    """The model's input spec (its manifest's ``decode``): what every payload is made to fit."""
+
+    image_size: int = Field(description="Side of the square image, pixels.")
+    image_channels: int = Field(description="1 grey, 3 RGB.")
+    image_normalize: bool = Field(description="Grey digits re-made MNIST-style (docs/api.md).")
+    sample_rate: int
+    audio_samples: int
+    audio_seconds: float
+    text_bytes: int
+    summary: str = Field(description="e.g. '28x28 grey, 1 s at 16000 Hz, 64 bytes'.")
+
+
 class ModelMetadata(BaseModel):
     name: str
     version: int
@@ -276,6 +289,7 @@ class ModelMetadata(BaseModel):
     metrics: dict[str, Any]
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
+    spec: InputSpec | None = Field(default=None, description="Null when the manifest could not be read.")
 
 
 class ModelReadiness(BaseModel):

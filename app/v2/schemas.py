@@ -130,6 +130,7 @@ def model_metadata(manifest: Manifest, versions: Iterable[int]) -> ModelMetadata
             "modalities": list(manifest.modalities),
             "labels": list(manifest.labels),
             "logits_output": manifest.logits_output,
+            "input_spec": manifest.decode.summary(),
         },
     )
 

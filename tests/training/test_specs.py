@@ -120,6 +120,10 @@ async def test_specs_are_served_side_by_side_and_cuts_are_reported(repository: P
     async with _serve(repository) as client:
         meta = (await client.get("/v2/models/gated")).json()
         assert {t["name"]: t["shape"] for t in meta["inputs"]}["image"] == [-1, 32, 32, 3]
+        assert meta["parameters"]["input_spec"] == "32x32 RGB, 0.5 s at 16000 Hz, 128 bytes"
+        card = (await client.get("/v1/models/gated")).json()
+        assert card["spec"]["image_channels"] == 3 and card["spec"]["audio_seconds"] == 0.5
+        assert (await client.get("/v1/models/late")).json()["spec"]["summary"].startswith("28x28 grey")
         answer = (
             await client.post(
                 "/v1/models/gated/predict", json={"image": {"b64": png}, "audio": {"b64": wav}, "text": text}

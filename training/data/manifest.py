@@ -85,8 +85,10 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _decode(row: dict[str, Any], modality: str, root: Path, spec: DecodeParams) -> np.ndarray:
-    """One row's tensor for ``modality`` at ``spec``, or :class:`DatasetError` naming the row and file."""
+def _decode(row: dict[str, Any], modality: str, root: Path, spec: DecodeParams | None = None) -> np.ndarray:
+    """One row's tensor for ``modality`` at ``spec`` (default: the digits'), or :class:`DatasetError`
+    naming the row and file."""
+    spec = spec or DecodeParams()
     value = row[modality]
     try:
         if modality == "text":

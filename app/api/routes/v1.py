@@ -123,6 +123,7 @@ def _metadata(view: ModelView) -> dict[str, Any]:
         "metrics": {},
         "inputs": [],
         "outputs": [],
+        "spec": None,
     }
     m = runtime.manifest
     if m is not None:
@@ -141,5 +142,6 @@ def _metadata(view: ModelView) -> dict[str, Any]:
             "metrics": m.metrics,
             "inputs": [t.model_dump() for t in m.inputs],
             "outputs": [t.model_dump() for t in m.outputs],
+            "spec": m.decode.describe(),
         }
     return meta
