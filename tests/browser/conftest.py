@@ -16,9 +16,7 @@ from typing import Any
 import pytest
 
 from bench.server import ROOT, ServerProcess
-
-FAKE_MIC_WAV = ROOT / "examples" / "seven.wav"
-API_KEY = "playground-test-key"
+from tests.browser.helpers import API_KEY, FAKE_MIC_WAV
 
 
 def _unavailable(reason: str) -> None:
@@ -35,9 +33,13 @@ def chromium_path() -> str:
     return str(path)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for all the tests, with a fake microphone playing seven.wav."""
+    """One headless Chromium per test module, with a fake microphone playing seven.wav.
+
+    Module scope, not session: Playwright's sync API holds an event loop on this thread while
+    it runs, and the async tests collected after these would find it running.
+    """
     executable = chromium_path()
     try:
         from playwright.sync_api import sync_playwright
@@ -48,6 +50,7 @@ def browser() -> Iterator[Any]:
         "--use-fake-ui-for-media-stream",  # grant the microphone without a prompt
         f"--use-file-for-fake-audio-capture={FAKE_MIC_WAV}",
         "--autoplay-policy=no-user-gesture-required",
+        "--disable-dev-shm-usage",  # containers often give /dev/shm only 64 MB
     ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         args.append("--no-sandbox")  # Chromium's sandbox refuses to run as root (CI containers)

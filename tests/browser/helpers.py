@@ -11,6 +11,12 @@ import httpx
 import numpy as np
 import soundfile as sf
 
+from bench.server import ROOT
+
+FAKE_MIC_WAV = ROOT / "examples" / "seven.wav"
+"""What Chromium's fake microphone plays (looped)."""
+API_KEY = "playground-test-key"
+
 SEVEN = [(0.25, 0.22), (0.75, 0.22), (0.43, 0.85)]
 """A seven as pad fractions: across the top, then down to the lower left."""
 

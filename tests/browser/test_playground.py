@@ -19,8 +19,10 @@ import httpx
 import pytest
 import soundfile as sf
 
-from tests.browser.conftest import API_KEY, FAKE_MIC_WAV, ROOT
 from tests.browser.helpers import (
+    API_KEY,
+    FAKE_MIC_WAV,
+    ROOT,
     api_predict,
     best_match,
     draw,
