@@ -26,10 +26,12 @@ from fusion_client._exceptions import (
 )
 from fusion_client._types import (
     Abstention,
+    Adjustment,
     Agreement,
     ClassProbability,
     Dissent,
     Explanation,
+    InputSpec,
     ModelInfo,
     ModelSummary,
     Opinion,
@@ -40,6 +42,7 @@ from fusion_client._version import __version__
 __all__ = [
     "APIError",
     "Abstention",
+    "Adjustment",
     "Agreement",
     "AsyncClient",
     "AuthenticationError",
@@ -50,6 +53,7 @@ __all__ = [
     "Dissent",
     "Explanation",
     "FusionError",
+    "InputSpec",
     "InvalidInput",
     "ModelInfo",
     "ModelSummary",

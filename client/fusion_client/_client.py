@@ -178,7 +178,8 @@ class Client(BaseClient):
 
         Args:
             model: Model name.
-            inputs: Tensor name -> array, e.g. ``{"image": uint8 [B, 28, 28], "mask": float32 [B, 3]}``.
+            inputs: Tensor name -> array, e.g. ``{"image": uint8 [B, 28, 28], "mask": float32 [B, 3]}``
+                (digits; a model's ``ModelInfo.spec`` gives its own sizes).
             outputs: Output names to return; every output when ``None``.
             version: Model version; the latest when ``None``.
             binary: Use the binary tensor extension (fast, exact); ``False`` uses JSON tensors.

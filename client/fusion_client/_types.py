@@ -102,6 +102,59 @@ class Abstention:
 
 
 @dataclass(frozen=True, slots=True)
+class Adjustment:
+    """What the server changed in one payload to fit the model's input spec.
+
+    Attributes:
+        actions: e.g. ``["resampled", "cut"]`` (also ``resized``, ``greyscaled``, ``mixed_down``,
+            ``padded``).
+        original: The payload as sent (``{"seconds": 3.2, "sample_rate": 44100, "channels": 1}``).
+        served: What the model read, in the same terms.
+        message: One sentence, e.g. ``audio cut from 3.20 s to 1.00 s (...)``.
+    """
+
+    actions: list[str]
+    original: dict[str, Any]
+    served: dict[str, Any]
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    """The input spec a model was trained at; every payload is made to fit it.
+
+    Attributes:
+        image_size: Side of the square image in pixels.
+        image_channels: 1 (grey) or 3 (RGB).
+        sample_rate: Audio rate in Hz.
+        audio_seconds: Audio window; longer clips keep their most energetic window.
+        text_bytes: UTF-8 bytes of text kept.
+        summary: The spec in words, e.g. ``28x28 grey, 1 s at 16000 Hz, 64 bytes``.
+    """
+
+    image_size: int
+    image_channels: int
+    sample_rate: int
+    audio_seconds: float
+    text_bytes: int
+    summary: str
+
+    @classmethod
+    def from_json(cls, data: Any) -> InputSpec | None:
+        """Parse a card's ``spec`` (``None`` for a server or card without one)."""
+        if not isinstance(data, dict):
+            return None
+        return cls(
+            image_size=int(data["image_size"]),
+            image_channels=int(data["image_channels"]),
+            sample_rate=int(data["sample_rate"]),
+            audio_seconds=float(data["audio_seconds"]),
+            text_bytes=int(data["text_bytes"]),
+            summary=str(data.get("summary", "")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Prediction:
     """The answer for one sample.
 
@@ -120,6 +173,8 @@ class Prediction:
         agreement: Whether those opinions agree, and who dissents.
         explanation: What ``contributions`` measure.
         abstention: Why the answer is uncertain, else ``None``.
+        adjusted: Per modality the server had to cut, resize or resample to the model's input
+            spec, what it did; ``None`` when every payload fitted as sent.
         raw: The server's JSON for this sample.
     """
 
@@ -138,6 +193,7 @@ class Prediction:
     agreement: Agreement | None = None
     explanation: Explanation | None = None
     abstention: Abstention | None = None
+    adjusted: dict[str, Adjustment] | None = None
 
     @property
     def uncertain(self) -> bool:
@@ -170,6 +226,7 @@ class Prediction:
                 agreement=_agreement(data.get("agreement")),
                 explanation=_explanation(data.get("explanation")),
                 abstention=_abstention(data.get("abstention")),
+                adjusted=_adjusted(data.get("adjusted")),
             )
 
 
@@ -211,6 +268,20 @@ def _explanation(data: Any) -> Explanation | None:
         empty=None if empty is None else float(empty),
         gate_weights=None if gates is None else {str(k): float(v) for k, v in gates.items()},
     )
+
+
+def _adjusted(data: Any) -> dict[str, Adjustment] | None:
+    if not data:
+        return None
+    return {
+        str(m): Adjustment(
+            actions=[str(a) for a in entry["actions"]],
+            original=dict(entry.get("from") or {}),
+            served=dict(entry.get("to") or {}),
+            message=str(entry.get("message", "")),
+        )
+        for m, entry in data.items()
+    }
 
 
 def _abstention(data: Any) -> Abstention | None:
@@ -264,6 +335,8 @@ class ModelInfo:
         explain: predict's default explanation method (``shapley``, or ``none`` for a baseline).
         explain_methods: The ``explain_method`` values predict takes (empty for a baseline).
         gate_weights: Whether explained answers also carry the model's gate weights.
+        spec: The input spec (image size and channels, audio rate and seconds, text bytes);
+            ``None`` from a server that does not report one.
         raw: The full card, including tensor specs (``inputs``, ``outputs``) and ``metrics``.
     """
 
@@ -282,6 +355,7 @@ class ModelInfo:
     raw: dict[str, Any] = field(repr=False, compare=False)
     explain_methods: list[str] = field(default_factory=list)
     gate_weights: bool = False
+    spec: InputSpec | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> ModelInfo:
@@ -304,6 +378,7 @@ class ModelInfo:
                 raw=data,
                 explain_methods=[str(m) for m in data.get("explain_methods") or []],
                 gate_weights=bool(data.get("gate_weights", False)),
+                spec=InputSpec.from_json(data.get("spec")),
             )
 
 

@@ -17,6 +17,7 @@ import torch
 from app.config import Settings
 from app.main import create_app
 from app.manifest import DecodeParams, Manifest
+from fusion_client import AsyncClient
 from tests.media_fixtures import audio_bytes, image_bytes, tone
 from tests.training.spec_data import CLASSES, TINY, picture, write_manifest
 from training.data import load_dataset
@@ -79,13 +80,17 @@ def test_the_built_in_digits_refuse_another_spec() -> None:
 
 
 @asynccontextmanager
-async def _serve(models: Path) -> AsyncIterator[httpx.AsyncClient]:
+async def _serve(models: Path) -> AsyncIterator[tuple[httpx.AsyncClient, AsyncClient]]:
+    """The app over ``models``: a plain HTTP client and the SDK, both in-process."""
     app = create_app(Settings(models_dir=models))
     async with app.router.lifespan_context(app):
         await app.state.repository.wait_ready()
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
+        async with (
+            httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+            AsyncClient("http://test", transport=transport) as sdk,
+        ):
+            yield client, sdk
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +122,7 @@ async def test_specs_are_served_side_by_side_and_cuts_are_reported(repository: P
     png = base64.b64encode(image_bytes(picture(CLASSES["blue"][0], rng, side=64))).decode()
     wav = base64.b64encode(audio_bytes(tone(2.0, 44_100, CLASSES["blue"][1], 0.4), 44_100)).decode()
     text = "a blue thing, " + "and more words " * 20
-    async with _serve(repository) as client:
+    async with _serve(repository) as (client, sdk):
         meta = (await client.get("/v2/models/gated")).json()
         assert {t["name"]: t["shape"] for t in meta["inputs"]}["image"] == [-1, 32, 32, 3]
         assert meta["parameters"]["input_spec"] == "32x32 RGB, 0.5 s at 16000 Hz, 128 bytes"
@@ -142,3 +147,8 @@ async def test_specs_are_served_side_by_side_and_cuts_are_reported(repository: P
             json={"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a red thing"]}]},
         )
         assert v2.status_code == 200, v2.text
+        info = await sdk.model("gated")  # the SDK reads the spec and the cuts too
+        assert info.spec is not None and (info.spec.image_size, info.spec.image_channels) == (32, 3)
+        cut = await sdk.predict("gated", text=text)
+        assert cut.adjusted is not None and cut.adjusted["text"].actions == ["cut"]
+        assert cut.adjusted["text"].served["bytes"] <= 128
