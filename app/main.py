@@ -28,6 +28,7 @@ from app.api.openapi import install_openapi
 from app.api.request_id import RequestIdMiddleware
 from app.api.routes import health, v1, v2
 from app.api.routes import metrics as metrics_routes
+from app.api.routes.hot import HotRoutes
 from app.api.routes.playground import install_playground
 from app.config import Settings, load_settings
 from app.errors import ConfigError
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v2.router)
     install_playground(app)  # GET / and /playground/*: the web page, after the API routes
     app.state.draining = False  # set on SIGTERM by app.server: readiness turns 503
+    app.add_middleware(HotRoutes, state=app.state)  # innermost: predict/infer without the router
     app.add_middleware(
         BodyGuardMiddleware,
         max_bytes=settings.max_body_bytes,

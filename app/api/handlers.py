@@ -87,6 +87,23 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response(request, 500, "internal server error; the server log has the details")
 
 
+HANDLED = (FusionError, HTTPException, RequestValidationError, ClientDisconnect)
+"""What the handlers answer as a client's error; anything else is a bug (500, logged, re-raised)."""
+
+
+async def render_error(request: Request, exc: Exception) -> JSONResponse:
+    """The answer the installed handler gives ``exc`` (for routes served outside FastAPI's router)."""
+    if isinstance(exc, FusionError):
+        return await _fusion_error(request, exc)
+    if isinstance(exc, HTTPException):
+        return await _http_error(request, exc)
+    if isinstance(exc, RequestValidationError):
+        return await _validation_error(request, exc)
+    if isinstance(exc, ClientDisconnect):
+        return await _disconnect(request, exc)
+    return await _unexpected(request, exc)
+
+
 def install_handlers(app: FastAPI) -> None:
     """Register the handlers on ``app``."""
     app.add_exception_handler(FusionError, _fusion_error)

@@ -125,7 +125,7 @@ INFER_BODY: dict[str, Any] = {
     openapi_extra=INFER_BODY,
 )
 async def infer(request: Request, service: ServiceDep, name: str = NameParam) -> Response:
-    return await _infer(request, service, name, None)
+    return await infer_endpoint(request, service, name, None)
 
 
 @api.post(
@@ -138,7 +138,7 @@ async def infer(request: Request, service: ServiceDep, name: str = NameParam) ->
 async def version_infer(
     request: Request, service: ServiceDep, name: str = NameParam, version: str = VersionParam
 ) -> Response:
-    return await _infer(request, service, name, path_version(name, version))
+    return await infer_endpoint(request, service, name, path_version(name, version))
 
 
 @control.post("/index", response_model=list[RepositoryModel], summary="Every version on disk or serving")
@@ -176,7 +176,10 @@ async def unload(request: Request, service: ServiceDep, name: str = NameParam) -
     return ModelReady(name=name, ready=False)
 
 
-async def _infer(request: Request, service: InferenceService, name: str, version: int | None) -> Response:
+async def infer_endpoint(
+    request: Request, service: InferenceService, name: str, version: int | None
+) -> Response:
+    """The V2 inference route itself (also called by :mod:`app.api.routes.hot`)."""
     service.lookup(name)  # 404/503 before reading a body meant for nothing
     body = decompress(
         await request.body(),
