@@ -83,12 +83,13 @@ def key_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def new_page(browser: Any) -> Iterator[Any]:
-    """Open a fresh tab (own storage) on a URL. ``bypass_csp``: Playwright's waits evaluate strings,
-    which the page's own policy forbids; the policy itself is checked over HTTP."""
+    """Open a fresh tab (own storage) on a URL. ``bypass_csp`` by default: Playwright's
+    ``wait_for_function`` evaluates strings, which the page's own policy forbids; a test that
+    needs none of those runs under the policy (``bypass_csp=False``)."""
     contexts: list[Any] = []
 
     def open_page(url: str, **options: Any) -> Any:
-        context = browser.new_context(bypass_csp=True, **options)
+        context = browser.new_context(**{"bypass_csp": True, **options})
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(15_000)
