@@ -100,7 +100,7 @@ def _check_mask(mask: np.ndarray, derived: np.ndarray) -> np.ndarray:
     """
     if mask.shape != derived.shape or mask.dtype != derived.dtype:
         return mask
-    if not np.isin(mask, (0.0, 1.0)).all():
+    if not ((mask == 0) | (mask == 1)).all():  # np.isin costs ~10x more on a small mask
         raise V2Error("mask values must be 0 (missing) or 1 (present)")
     claimed = (mask == 1) & (derived == 0)
     if claimed.any():
