@@ -17,7 +17,6 @@ All share one path into each model's batcher, through the one validator (:mod:`a
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -27,33 +26,20 @@ from app.batching import Tensors
 from app.coalitions import widen
 from app.config import Settings
 from app.contract import parse_version
-from app.decode_cost import probe
-from app.errors import BadRequest, InvalidInput, ModelLoadError, NotFound, NotReady, PayloadTooLarge
+from app.decode_cost import adapt_v2, decode_request, parse_v2
+from app.errors import BadRequest, ModelLoadError, NotFound, NotReady, PayloadTooLarge
 from app.explain import AnswerPlan, ExplainMethod
-from app.inputs import Limits, Sample, assemble, check_modalities, decode_samples
-from app.manifest import Manifest
+from app.inputs import Limits, Sample, assemble, check_modalities
 from app.media import MODALITIES
 from app.metrics import Metrics
 from app.outputs import Prediction, postprocess
 from app.repository import IndexEntry, ModelRepository
 from app.runtime import ModelRuntime, ModelState
 from app.v2 import (
-    V2Error,
     check_outputs,
     encode_infer_response,
-    parse_infer_request,
-    to_model_inputs,
 )
-from app.v2.adapt import count_rows
 from app.v2.explain import EXPLANATION, run_explained, trust_plan
-from app.v2.schemas import InferRequest
-
-INLINE_DECODE_BYTES = 256 * 1024
-"""Bodies and payloads above this many bytes are parsed and decoded in a worker thread without
-further ado; smaller media are decoded inline unless their headers say otherwise
-(:mod:`app.decode_cost`)."""
-INLINE_V2_ROWS = 16
-"""V2 requests with more rows are adapted and validated in a worker thread (about 0.5 ms at 64)."""
 
 
 def path_version(name: str, text: str) -> int:
@@ -225,19 +211,13 @@ class InferenceService:
             PayloadTooLarge: more rows than ``max_instances``, or text over its limit (413).
             NotFound, NotReady, InferenceFailed: as for :meth:`infer`.
         """
-        limit = self.settings.max_instances  # checked from the shapes, before any data is read
-        if len(body) > INLINE_DECODE_BYTES:  # a big JSON body takes milliseconds: keep the loop free
-            parsed = await asyncio.to_thread(parse_infer_request, body, header_length, max_rows=limit)
-        else:
-            parsed = parse_infer_request(body, header_length, max_rows=limit)
+        # max_instances is checked from the shapes, before any data is read
+        parsed = await parse_v2(body, header_length, self.settings.max_instances)
         async with self.repository.serving(name, version) as runtime:
             manifest = runtime.serving_manifest()
             plan = trust_plan(manifest, parsed.parameters, self.settings.min_confidence)
             check_outputs(parsed, [o.name for o in manifest.outputs] + ([EXPLANATION] if plan else []))
-            if count_rows(parsed.inputs) > INLINE_V2_ROWS:
-                inputs = await asyncio.to_thread(self._adapt_v2, runtime, parsed)
-            else:
-                inputs = self._adapt_v2(runtime, parsed)
+            inputs = await adapt_v2(runtime, parsed, self.settings.max_text_chars)
             outputs = await run_explained(runtime.batcher.submit, manifest, inputs, plan, runtime.coalitions)
         return encode_infer_response(
             parsed, outputs, model_name=name, model_version=runtime.version, labels=manifest.labels
@@ -263,7 +243,7 @@ class InferenceService:
         async with self.repository.serving(name, options.version) as runtime:
             manifest = runtime.serving_manifest()
             check_modalities(samples, manifest)
-            decoded = await self._decode(samples, manifest)
+            decoded = await decode_request(samples, manifest, self.limits, self._observe_decode)
             plan = AnswerPlan.of(manifest, options, self.settings.min_confidence)
             if plan.extra_rows and runtime.coalitions is not None:  # one pass: see app.coalitions
                 inputs, layout = assemble(manifest, decoded)
@@ -273,32 +253,6 @@ class InferenceService:
                 inputs, layout = assemble(manifest, decoded, plan.coalitions if plan.extra_rows else None)
                 outputs = await runtime.batcher.submit(runtime.validate(inputs))
         return postprocess(manifest, outputs, layout, top_k=options.top_k, plan=plan)
-
-    async def _decode(self, samples: Sequence[Sample], manifest: Manifest) -> list[dict[str, np.ndarray]]:
-        """Decode inline when it is cheap (the common case), else in a worker thread.
-
-        Big payloads go to the thread at once; for small ones the cost is read from the media
-        headers (:mod:`app.decode_cost`), since a few KB can hold seconds of decoding.
-        """
-        size = sum(raw.size for sample in samples for raw in sample.values())
-        if size <= INLINE_DECODE_BYTES:
-            samples, cost = probe(samples)
-            if cost.inline:
-                return decode_samples(samples, manifest, self.limits, self._observe_decode)
-        return await asyncio.to_thread(decode_samples, samples, manifest, self.limits, self._observe_decode)
-
-    def _adapt_v2(self, runtime: ModelRuntime, parsed: InferRequest) -> Tensors:
-        """V2 tensors -> the validated model inputs (blocking: big requests run it in a thread)."""
-        inputs = to_model_inputs(
-            runtime.serving_manifest(),
-            parsed.inputs,
-            parsed.datatypes,
-            max_text_chars=self.settings.max_text_chars,
-        )
-        try:
-            return runtime.validate(inputs)
-        except InvalidInput as exc:  # the protocol answers 400 to a request the model cannot take
-            raise V2Error(exc.message) from exc
 
     def _observe_decode(self, modality: str, seconds: float) -> None:
         hist = self._decode_hists.get(modality)

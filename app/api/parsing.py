@@ -12,7 +12,6 @@ without the browser asking first. A multipart ``text`` must be UTF-8, like JSON 
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -23,11 +22,12 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from app.api.middleware import UnsupportedMediaType
+from app.decode_cost import INLINE_DECODE_BYTES, off_loop
 from app.errors import BadRequest, InvalidInput
 from app.inputs import RawInput, Sample
 from app.json_arrays import load_body
 from app.schemas import Instance, Options, PredictRequest
-from app.service import INLINE_DECODE_BYTES, PredictOptions
+from app.service import PredictOptions
 
 FORM_FIELDS = (
     "image",
@@ -78,12 +78,11 @@ async def parse_predict(request: Request) -> tuple[list[Sample], PredictOptions,
     body = await request.body()
     if not body.strip():
         raise BadRequest("empty request body: send JSON (application/json) or multipart/form-data")
-    if len(body) > INLINE_DECODE_BYTES:  # parsing megabytes of JSON arrays would stall the event loop
-        return await asyncio.to_thread(_parse_json, body, large=True)
-    return _parse_json(body)
+    large = len(body) > INLINE_DECODE_BYTES  # parsing megabytes of JSON arrays would stall the loop
+    return await off_loop(not large, _parse_json, body, large)
 
 
-def _parse_json(body: bytes, *, large: bool = False) -> tuple[list[Sample], PredictOptions, bool]:
+def _parse_json(body: bytes, large: bool = False) -> tuple[list[Sample], PredictOptions, bool]:
     try:
         if large:
             with _LARGE_PARSE:  # one at a time: threads fighting for the GIL starve the event loop

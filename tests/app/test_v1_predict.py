@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-import app.service as service_module
+import app.decode_cost as decode_cost
 from app.decode_cost import DecodeCost, probe
 from app.inputs import RawInput, decode_samples
 from tests.app import fakes
@@ -191,7 +191,7 @@ async def test_concurrent_requests_with_bad_ones_mixed_in(client: httpx.AsyncCli
 
 
 async def test_big_payloads_are_parsed_and_decoded_off_the_event_loop(client: httpx.AsyncClient) -> None:
-    from app.service import INLINE_DECODE_BYTES
+    from app.decode_cost import INLINE_DECODE_BYTES
 
     noise = np.random.default_rng(0).integers(0, 256, (500, 500), dtype=np.uint8)
     buf = io.BytesIO()
@@ -242,7 +242,7 @@ async def test_costly_media_is_decoded_off_the_event_loop_and_cheap_media_on_it(
         threads.append(threading.get_ident())
         return decode_samples(*args)
 
-    monkeypatch.setattr(service_module, "decode_samples", recording)
+    monkeypatch.setattr(decode_cost, "decode_samples", recording)
     loop = threading.get_ident()
     await predict(client, "late", {"image": {"b64": PNG_B64}, "audio": {"b64": WAV_B64}})
     big = base64.b64encode(big_png(2000)).decode()
