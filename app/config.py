@@ -99,6 +99,13 @@ class Settings(BaseSettings):
         description="Default of the predict option min_confidence: an answer whose fused probability "
         "is below it comes back with status 'uncertain' and no label (0 = never; see docs/api.md).",
     )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Worker processes sharing the port (python -m app), each with its own event loop, "
+        "models and limits: use one per core beyond the first. /metrics counts per process.",
+    )
     max_batch_size: int = Field(
         default=32, ge=1, description="Most rows the batcher puts into one onnxruntime run (per model)."
     )

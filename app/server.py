@@ -40,6 +40,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.config import Settings
 from app.memory import tune_malloc
+from app.workers import run_workers
 
 log = logging.getLogger("app.server")
 FRESH_GRACE_S = 1.0
@@ -310,7 +311,12 @@ def _force_exit() -> None:
 
 
 def serve(app: FastAPI, settings: Settings) -> None:
-    """Run ``app`` under uvicorn with the limits, timeouts and shutdown of ``settings``."""
+    """Run ``app`` under uvicorn with the limits, timeouts and shutdown of ``settings``.
+
+    With ``settings.workers`` above 1, the socket is bound here and that many forked worker
+    processes serve it (:func:`app.workers.run_workers`), each one this same server with its own
+    event loop and its own copy of the models (loaded after the fork, by the app's lifespan).
+    """
     tune_malloc()
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     app.state.draining = False
@@ -325,4 +331,10 @@ def serve(app: FastAPI, settings: Settings) -> None:
         timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]
         timeout_graceful_shutdown=settings.shutdown_timeout_s,  # type: ignore[arg-type]
     )
-    GracefulServer(config, app, settings.shutdown_timeout_s).run()
+    if settings.workers == 1:
+        GracefulServer(config, app, settings.shutdown_timeout_s).run()
+        return
+    sock = config.bind_socket()
+    run_workers(
+        settings.workers, lambda: GracefulServer(config, app, settings.shutdown_timeout_s).run([sock])
+    )
