@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import pybase64
 
 from app.errors import BadRequest, InvalidInput, PayloadTooLarge
 from app.manifest import Manifest
@@ -210,6 +211,10 @@ def b64_payload(raw: RawInput) -> bytes:
     text: str = raw.value
     if text.startswith("data:") and "," in text[:200]:  # a data URL pasted from a browser
         text = text.split(",", 1)[1]
+    try:
+        return pybase64.b64decode(text, validate=True)  # SIMD: ~45x the standard library's speed
+    except (binascii.Error, ValueError):
+        pass  # the standard library decides, and says exactly what is wrong
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+import numpy as np
 from fastapi import APIRouter, Path, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from app.api.deps import ApiKeyDep, ServiceDep
 from app.api.parsing import parse_predict
@@ -20,6 +22,15 @@ from app.schemas import (
 )
 from app.service import ModelSummary, ModelView, path_version
 
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays, should an answer ever carry one, as JSON numbers and lists."""
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    raise NotImplementedError(f"cannot encode {type(value).__name__} as JSON")
+
+
+_ENCODER = msgspec.json.Encoder(enc_hook=_plain)
 FORMATS = {
     "image": ["png", "jpeg", "bmp", "gif", "tiff", "webp", "array"],
     "audio": ["wav", "flac", "ogg", "array"],
@@ -79,13 +90,19 @@ async def model_ready(service: ServiceDep, name: str = NameParam) -> dict[str, A
         **error_responses(400, 404, 413, 422),
     },
 )
-async def predict(request: Request, service: ServiceDep, name: str = NameParam) -> JSONResponse:
+async def predict(request: Request, service: ServiceDep, name: str = NameParam) -> Response:
     service.lookup(name)  # 404/503 before reading a body meant for nothing
     samples, options, many = await parse_predict(request)
     answers = await service.predict(name, samples, options)
     if many:
-        return JSONResponse({"predictions": [a.to_dict() for a in answers]})
-    return JSONResponse(answers[0].to_dict())
+        return _json({"predictions": [a.to_dict() for a in answers]})
+    return _json(answers[0].to_dict())
+
+
+def _json(content: dict[str, Any]) -> Response:
+    """The answer as compact UTF-8 JSON, as ``JSONResponse`` writes it, by msgspec (a few times
+    faster; answers hold only finite numbers: probabilities and contributions)."""
+    return Response(_ENCODER.encode(content), media_type="application/json")
 
 
 def _summary(summary: ModelSummary) -> dict[str, Any]:
