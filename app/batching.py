@@ -71,6 +71,7 @@ class AdaptiveBatcher:
         self._carry: _Request | None = None
         self._worker: asyncio.Task[None] | None = None
         self._inflight: list[_Request] = []
+        self._buffers: Tensors = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{name}")
         self._closed = False
 
@@ -151,7 +152,7 @@ class AdaptiveBatcher:
 
     async def _execute(self, batch: list[_Request]) -> None:
         try:
-            outputs = await self._call(_concat([r.inputs for r in batch]), sum(r.rows for r in batch))
+            outputs = await self._call(self._concat([r.inputs for r in batch]), sum(r.rows for r in batch))
         except Exception as exc:
             if len(batch) == 1:
                 _fail(batch[0], exc)
@@ -165,10 +166,37 @@ class AdaptiveBatcher:
                 except Exception as single:
                     _fail(request, single)
             return
+        if len(batch) > 1:  # a run that hands back its input must not hand back a buffer reused next time
+            outputs = {
+                k: v.copy() if any(np.may_share_memory(v, b) for b in self._buffers.values()) else v
+                for k, v in outputs.items()
+            }
         start = 0
         for request in batch:
             _deliver(request, {k: v[start : start + request.rows] for k, v in outputs.items()})
             start += request.rows
+
+    def _concat(self, parts: list[Tensors]) -> Tensors:
+        """The batch's inputs, copied into this batcher's own buffers when they fit.
+
+        One run at a time uses them (the next batch is put together after it), so they are
+        reused: a fresh 2 MB array per batch would be page-faulted in anew every time.
+        """
+        if len(parts) == 1:
+            return parts[0]
+        out: Tensors = {}
+        for name in parts[0]:
+            arrays = [p[name] for p in parts]
+            rows = sum(a.shape[0] for a in arrays)
+            buffer = self._buffers.get(name)
+            first = arrays[0]
+            if rows > self.max_batch_size:
+                out[name] = np.concatenate(arrays)
+                continue
+            if buffer is None or buffer.dtype != first.dtype or buffer.shape[1:] != first.shape[1:]:
+                buffer = self._buffers[name] = np.empty((self.max_batch_size, *first.shape[1:]), first.dtype)
+            out[name] = np.concatenate(arrays, out=buffer[:rows])
+        return out
 
     async def _call(self, inputs: Tensors, rows: int) -> Tensors:
         loop = asyncio.get_running_loop()
@@ -184,12 +212,6 @@ class AdaptiveBatcher:
                 f"model {self.name} returned {wrong} rows for outputs given {rows} input rows"
             )
         return outputs
-
-
-def _concat(parts: list[Tensors]) -> Tensors:
-    if len(parts) == 1:
-        return parts[0]
-    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
 def _deliver(request: _Request, outputs: Tensors) -> None:

@@ -61,6 +61,23 @@ async def test_concurrent_requests_share_runs_and_get_their_own_rows() -> None:
     await batcher.close()
 
 
+async def test_batch_buffers_are_reused_without_mixing_answers() -> None:
+    def identity(inputs: Tensors) -> Tensors:  # hands back its input: the batcher's own buffer
+        return {"y": inputs["x"]}
+
+    for run in (Recorder(), identity):
+        batcher = AdaptiveBatcher(run, name="m", max_batch_size=8)
+        answers = []
+        for start in (0, 100, 200):  # three batches through the same buffers
+            values = [rows(start + i, start + i + 0.5) for i in range(3)]
+            answers.append((values, await asyncio.gather(*(batcher.submit(v) for v in values))))
+        scale = 2 if isinstance(run, Recorder) else 1
+        for values, outs in answers:
+            for sent, out in zip(values, outs, strict=True):
+                np.testing.assert_array_equal(out["y"], sent["x"] * scale)
+        await batcher.close()
+
+
 async def test_max_batch_size_is_respected_and_a_large_request_runs_alone() -> None:
     model = Recorder(hold_first=True)
     batcher = AdaptiveBatcher(model, name="m", max_batch_size=4)
