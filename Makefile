@@ -4,6 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+# DATA: the built-in data set of `make data` / `make train`: default (the digits, into models/) or
+# shapes (coloured shapes at 48x48 RGB, 1.5 s, 128 bytes, into models/shapes/; docs/specs.md)
+DATA   ?= default
+MODELS_OUT = $(if $(filter default,$(DATA)),models/,models/$(DATA)/)
 
 .PHONY: serve test data train seeds report bench stress lint sysdeps clean podman checkov scale-demo
 
@@ -29,13 +33,13 @@ serve: $(VENV)/.serve
 test: $(VENV)/.dev sysdeps
 	$(BIN)/python -m pytest
 
-## data: build the built-in "spoken, written and drawn digits" data set (cached in .cache/)
+## data: build the built-in "spoken, written and drawn digits" data set (cached in .cache/); DATA=shapes for the other
 data: $(VENV)/.dev sysdeps
-	$(BIN)/python -m training data
+	$(BIN)/python -m training data --data $(DATA)
 
-## train: train every fusion and baseline on the default data, export to models/, write REPORT.md
+## train: train every fusion and baseline on DATA (default: the digits), export to models/ (shapes: models/shapes/), write REPORT.md
 train: $(VENV)/.dev sysdeps
-	$(BIN)/python -m training train --fusion all --data default --out models/ --version 1
+	$(BIN)/python -m training train --fusion all --data $(DATA) --out $(MODELS_OUT) --version 1
 
 ## seeds: after make train, retrain late and gated with seeds 1 and 2 (slow) and add mean +- sd to REPORT.md
 seeds: $(VENV)/.dev sysdeps

@@ -18,6 +18,8 @@ from training.data.spec import SpecOverrides, make_spec
 from training.data.tiers import TIERS, load_tiers
 
 MANIFEST_NAMES = ("manifest.jsonl", "manifest.csv")
+BUILT_IN = ("default", "shapes")
+"""Built-in data sets: ``default`` (the digits) and ``shapes`` (:mod:`training.data.shapes`)."""
 
 
 def load_dataset(
@@ -32,8 +34,9 @@ def load_dataset(
     """Load a data set by name or manifest path, at an input spec.
 
     Args:
-        source: ``"default"`` for the built-in digits, or the path of a ``.jsonl`` / ``.csv``
-            manifest (or of a folder holding ``manifest.jsonl`` or ``manifest.csv``).
+        source: ``"default"`` for the built-in digits, ``"shapes"`` for the coloured shapes
+            (:mod:`training.data.shapes`), or the path of a ``.jsonl`` / ``.csv`` manifest (or of
+            a folder holding ``manifest.jsonl`` or ``manifest.csv``).
         seed: decides the built-in data and any split or subset drawn at random.
         limit: a stratified subset of this many samples (the built-in set then generates only
             those, for fast tests; it is cached under its own key).
@@ -57,6 +60,14 @@ def load_dataset(
                 "apply to your own manifest"
             )
         return load_digits(seed, limit, cache_dir, progress=progress)
+    if source in BUILT_IN:
+        if spec and any(v is not None for v in spec.values()):
+            raise ValueError(
+                f"the built-in data set {source!r} has its own input spec; spec options are for manifests"
+            )
+        from training.data.shapes import load_shapes
+
+        return load_shapes(seed, limit, cache_dir, progress=progress)
     path = Path(source)
     if path.is_dir():
         found = [path / name for name in MANIFEST_NAMES if (path / name).is_file()]
