@@ -22,6 +22,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from app.api.middleware import UnsupportedMediaType
+from app.api.multipart import FilePart, split_form
 from app.decode_cost import INLINE_DECODE_BYTES, off_loop
 from app.errors import BadRequest, InvalidInput
 from app.inputs import RawInput, Sample
@@ -138,32 +139,50 @@ def _options(options: Options) -> PredictOptions:
 async def _parse_form(request: Request) -> tuple[list[Sample], PredictOptions, bool]:
     sample: dict[str, RawInput] = {}
     raw_options: dict[str, str] = {}
-    form = await _read_form(request)
-    try:
-        seen: set[str] = set()
-        for key, value in form.multi_items():
-            if key in seen:
-                raise InvalidInput(f"{key}: given more than once")
-            seen.add(key)
-            if key not in FORM_FIELDS:
-                raise InvalidInput(f"{key}: unknown field; multipart takes {list(FORM_FIELDS)}")
-            if key in ("image", "audio"):
-                if not isinstance(value, UploadFile):
-                    raise InvalidInput(f"{key}: must be a file part (e.g. curl -F {key}=@file)")
-                sample[key] = RawInput("bytes", await value.read(), key)
-            elif key == "text":
-                sample["text"] = RawInput("text", await _text(value), "text")
-            elif isinstance(value, UploadFile):
-                raise InvalidInput(f"{key}: must be a plain field, not a file")
-            else:
-                raw_options[key] = value
-    finally:
-        await form.close()
+    seen: set[str] = set()
+    for key, value in await _form_items(request):
+        if key in seen:
+            raise InvalidInput(f"{key}: given more than once")
+        seen.add(key)
+        if key not in FORM_FIELDS:
+            raise InvalidInput(f"{key}: unknown field; multipart takes {list(FORM_FIELDS)}")
+        if key in ("image", "audio"):
+            if not isinstance(value, FilePart):
+                raise InvalidInput(f"{key}: must be a file part (e.g. curl -F {key}=@file)")
+            sample[key] = RawInput("bytes", value.data, key)
+        elif key == "text":
+            sample["text"] = RawInput("text", _text(value), "text")
+        elif isinstance(value, FilePart):
+            raise InvalidInput(f"{key}: must be a plain field, not a file")
+        else:
+            raw_options[key] = value
     try:
         options = Options.model_validate(raw_options)
     except ValidationError as exc:
         raise InvalidInput(describe_validation(exc.errors(include_url=False))) from None
     return [sample], _options(options), False
+
+
+async def _form_items(request: Request) -> list[tuple[str, str | FilePart]]:
+    """The form's parts in order: split at once when laid out as clients write forms
+    (:mod:`app.api.multipart`), else by Starlette's parser (the body is replayed to it)."""
+    body = await request.body()
+    items = split_form(body, request.headers.get("content-type", ""), len(FORM_FIELDS))
+    if items is not None:
+        return items
+    form = await _read_form(request)
+    try:
+        return [
+            (
+                key,
+                FilePart(value.filename or "", await value.read())
+                if isinstance(value, UploadFile)
+                else value,
+            )
+            for key, value in form.multi_items()
+        ]
+    finally:
+        await form.close()
 
 
 class _StrictMultiPartParser(MultiPartParser):
@@ -195,10 +214,10 @@ async def _read_form(request: Request) -> FormData:
         raise BadRequest(f"malformed multipart body: {exc.message}") from None
 
 
-async def _text(value: str | UploadFile) -> str:
+def _text(value: str | FilePart) -> str:
     if isinstance(value, str):
         return value
     try:
-        return (await value.read()).decode("utf-8")
+        return value.data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadRequest(f"text: the file is not UTF-8 ({exc.reason} at byte {exc.start})") from None

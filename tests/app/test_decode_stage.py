@@ -72,6 +72,7 @@ def test_wav_cost_from_header_counts_every_channel() -> None:
     assert cost == DecodeCost(samples=80_000) and not cost.inline
 
 
+@pytest.mark.asyncio(loop_scope="session")
 async def test_hot_routes_keep_route_behaviour(client: httpx.AsyncClient) -> None:
     bad_version = await client.post("/v2/models/late/versions/x/infer", json={"inputs": []})
     assert bad_version.status_code == 404 and "request_id" in bad_version.json()
