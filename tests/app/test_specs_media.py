@@ -84,14 +84,21 @@ def test_long_text_is_cut_at_a_character_boundary_and_reported() -> None:
     assert adjusted == {}
 
 
-def test_old_manifests_read_as_the_digits_spec() -> None:
+def test_old_manifests_read_as_the_digits_spec(tmp_path: Path) -> None:
     for path in sorted(MODELS.glob("*/*/manifest.json")):
         raw = json.loads(path.read_text(encoding="utf-8"))
-        assert "image_channels" not in raw["decode"]  # the committed models predate the field
-        manifest = Manifest.read(path)
-        assert manifest.decode.image_channels == 1
-        assert manifest.decode.summary() == "28x28 grey, 1 s at 16000 Hz, 64 bytes"
-        check_manifest(manifest)
+        raw["decode"].pop("image_channels", None)  # as written before the field existed
+        old = tmp_path / "manifest.json"
+        old.write_text(json.dumps(raw), encoding="utf-8")
+        for manifest in (Manifest.read(path), Manifest.read(old)):
+            assert manifest.decode.image_channels == 1
+            assert manifest.decode.summary() == "28x28 grey, 1 s at 16000 Hz, 64 bytes"
+            check_manifest(manifest)
+    no_decode = json.loads(
+        next(iter(sorted(MODELS.glob("late/*/manifest.json")))).read_text(encoding="utf-8")
+    )
+    del no_decode["decode"]
+    assert Manifest.model_validate(no_decode).decode == DecodeParams()
 
 
 def test_spec_shapes_and_refusals() -> None:
