@@ -131,10 +131,17 @@ async def test_specs_are_served_side_by_side_and_cuts_are_reported(repository: P
         assert (await client.get("/v1/models/late")).json()["spec"]["summary"].startswith("28x28 grey")
         answer = (
             await client.post(
-                "/v1/models/gated/predict", json={"image": {"b64": png}, "audio": {"b64": wav}, "text": text}
+                "/v1/models/gated/predict",
+                json={
+                    "image": {"b64": png},
+                    "audio": {"b64": wav},
+                    "text": text,
+                    "options": {"explain": True},
+                },
             )
         ).json()
         assert answer["label"] == "blue"
+        assert set(answer["contributions"]) == {"image", "audio", "text"}  # explained at this spec too
         adjusted = answer["adjusted"]
         assert adjusted["image"]["to"] == {"width": 32, "height": 32, "mode": "RGB"}
         assert adjusted["audio"]["actions"] == ["resampled", "cut"]
