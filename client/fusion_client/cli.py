@@ -207,6 +207,7 @@ def format_prediction(answer: Prediction) -> str:
     used = ", ".join(answer.modalities_used) or "-"
     missing = ", ".join(answer.modalities_missing) or "-"
     lines.append(f"used: {used}   missing: {missing}")
+    lines.extend(f"adjusted: {a.message}" for a in (answer.adjusted or {}).values())  # cut to the spec
     lines.extend(_trust_lines(answer))
     return "\n".join(lines)
 
