@@ -176,3 +176,11 @@ def test_unknown_source_says_what_it_expected(tmp_path: Path) -> None:
     (tmp_path / "data.txt").write_text("x")
     with pytest.raises(DatasetError, match=".jsonl or .csv"):
         load_dataset(str(tmp_path / "data.txt"))
+
+
+def test_the_spec_is_part_of_a_manifests_fingerprint(files: Path) -> None:
+    manifest = _write_jsonl(files / "m.jsonl", _rows(9))  # type: ignore[arg-type]
+    at_16k = load_manifest(manifest, progress=False, spec={"sample_rate": 16000, "audio_seconds": 1.0})
+    at_8k = load_manifest(manifest, progress=False, spec={"sample_rate": 8000, "audio_seconds": 2.0})
+    assert at_16k.audio.shape == at_8k.audio.shape  # same shapes, different meaning
+    assert at_16k.fingerprint != at_8k.fingerprint

@@ -132,8 +132,15 @@ def stratified_order(strata: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return np.argsort(key, kind="stable")
 
 
-def fingerprint(arrays: Mapping[str, np.ndarray], labels: list[str], texts: list[str]) -> str:
-    """sha256 over every per-sample array (name, dtype, shape, bytes), the labels and the texts."""
+def fingerprint(
+    arrays: Mapping[str, np.ndarray], labels: list[str], texts: list[str], spec: DecodeParams | None = None
+) -> str:
+    """sha256 over every per-sample array (name, dtype, shape, bytes), the labels and the texts.
+
+    A ``spec`` other than the digits' is hashed too: two decodings of the same files at rates
+    that give equal shapes (1 s at 16 kHz vs 2 s at 8 kHz) differ. The digits' spec adds nothing,
+    so fingerprints made before specs existed stay valid.
+    """
     digest = hashlib.sha256()
     for name in ARRAYS:
         arr = np.ascontiguousarray(arrays[name])
@@ -142,6 +149,8 @@ def fingerprint(arrays: Mapping[str, np.ndarray], labels: list[str], texts: list
         for start in range(0, len(view), 1 << 26):  # bounded chunks: no 600 MB temporary copies
             digest.update(view[start : start + (1 << 26)].data)
     digest.update(json.dumps([labels, texts], ensure_ascii=False).encode())
+    if spec is not None and spec != DecodeParams():
+        digest.update(spec.model_dump_json().encode())
     return digest.hexdigest()
 
 

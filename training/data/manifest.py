@@ -194,7 +194,7 @@ def load_manifest(
         labels=labels,
         split=arrays["split"],
         texts=texts,
-        fingerprint=fingerprint(arrays, labels, texts),
+        fingerprint=fingerprint(arrays, labels, texts, chosen),
         spec=chosen,
     )
 
