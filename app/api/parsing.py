@@ -41,6 +41,8 @@ FORM_FIELDS = (
     "min_confidence",
     "abstain_on_conflict",
 )
+FAST_FORM_BYTES = 1024 * 1024
+"""Multipart bodies up to this size are split in memory (:func:`app.api.multipart.split_form`)."""
 _LARGE_PARSE = threading.Lock()
 MAX_ERRORS = 3
 
@@ -165,11 +167,18 @@ async def _parse_form(request: Request) -> tuple[list[Sample], PredictOptions, b
 
 async def _form_items(request: Request) -> list[tuple[str, str | FilePart]]:
     """The form's parts in order: split at once when laid out as clients write forms
-    (:mod:`app.api.multipart`), else by Starlette's parser (the body is replayed to it)."""
-    body = await request.body()
-    items = split_form(body, request.headers.get("content-type", ""), len(FORM_FIELDS))
-    if items is not None:
-        return items
+    (:mod:`app.api.multipart`), else by Starlette's parser (the body is replayed to it).
+
+    Only a body declared at up to ``FAST_FORM_BYTES`` is read whole for the quick split; a
+    larger or chunked one is streamed through Starlette's parser, which spools big files to
+    disk instead of holding the body and its parts in memory.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) <= FAST_FORM_BYTES:
+        body = await request.body()
+        items = split_form(body, request.headers.get("content-type", ""), len(FORM_FIELDS))
+        if items is not None:
+            return items
     form = await _read_form(request)
     try:
         return [
