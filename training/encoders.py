@@ -63,9 +63,11 @@ class ImageEncoder(nn.Module):
                 ]
                 side //= 2
             width = out
-        self.net = nn.Sequential(
-            *layers, nn.Flatten(), nn.Dropout(0.2), nn.Linear(width * side * side, dim), nn.ReLU()
-        )
+        if spec.image_normalize:  # a re-centred digit: where the ink is matters, keep the layout
+            head: list[nn.Module] = [nn.Flatten(), nn.Dropout(0.2), nn.Linear(width * side * side, dim)]
+        else:  # a picture: the object can be anywhere, so pool over positions
+            head = [nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(width, dim)]
+        self.net = nn.Sequential(*layers, *head, nn.ReLU())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

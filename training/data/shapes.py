@@ -51,6 +51,10 @@ DIRECTIONS = ("left", "right")
 LABELS = [f"{c} {s} {d}" for c in COLOURS for s in SHAPES for d in DIRECTIONS]
 PER_CLASS = 160
 DRAW_SIDE = 96
+RADIUS = (20, 32)
+"""Shape radius range in pixels of the 96x96 drawing (10-16 at 48x48): big enough to tell a
+triangle from a square after the server's resize; 14-26 left shape alone at 58% (colour 100%)."""
+CLUTTER = (2, 6)
 SPOKEN = (
     "{c}, {d}",
     "{c}, moving {d}",
@@ -75,7 +79,9 @@ SPLIT_SHARE = (0.7, 0.1, 0.2)
 def recipe() -> dict[str, Any]:
     """Everything that decides the data (part of the cache key)."""
     return {
-        "version": 1,
+        "version": 2,
+        "radius": RADIUS,
+        "clutter": CLUTTER,
         "spec": SPEC.model_dump(),
         "labels": LABELS,
         "per_class": PER_CLASS,
@@ -102,7 +108,7 @@ def draw(colour: str, shape: str, rng: np.random.Generator) -> bytes:
     bg = tuple(int(v) for v in rng.integers(10, 110, 3))
     img = Image.new("RGB", (side, side), bg)
     pen = ImageDraw.Draw(img)
-    for _ in range(int(rng.integers(3, 8))):  # clutter: greys and browns, never a class colour
+    for _ in range(int(rng.integers(*CLUTTER))):  # clutter: greys and browns, never a class colour
         grey = int(rng.integers(60, 170))
         tint = tuple(int(np.clip(grey + d, 0, 255)) for d in rng.integers(-12, 12, 3))
         x, y = (int(v) for v in rng.integers(0, side, 2))
@@ -114,7 +120,7 @@ def draw(colour: str, shape: str, rng: np.random.Generator) -> bytes:
     hue = (COLOURS[colour] + rng.uniform(-0.04, 0.04)) % 1.0
     rgb = colorsys.hsv_to_rgb(hue, rng.uniform(0.65, 1.0), rng.uniform(0.7, 1.0))
     fill = tuple(int(255 * v) for v in rgb)
-    r = float(rng.uniform(14, 26))
+    r = float(rng.uniform(*RADIUS))
     cx, cy = (float(v) for v in rng.uniform(r + 2, side - r - 2, 2))
     if shape == "circle":
         pen.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
