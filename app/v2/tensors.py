@@ -6,12 +6,16 @@ limit; these functions check that the data agrees with them (count, nesting, val
 
 from __future__ import annotations
 
+import array
 from typing import Any
 
 import numpy as np
 
 from app.v2.datatypes import BYTES, deserialize_bytes, numpy_dtype
 from app.v2.errors import V2Error
+
+_ARRAY_CODES = {"FP32": "f", "FP64": "d"}
+"""The :mod:`array` type code of each float datatype the quick JSON path takes."""
 
 
 def from_binary(name: str, chunk: memoryview, datatype: str, shape: list[int], count: int) -> np.ndarray:
@@ -44,6 +48,9 @@ def from_json(name: str, data: Any, datatype: str, shape: list[int], count: int)
         if len(elements) != count:
             raise V2Error(f"input {name!r}: data has {len(elements)} elements; shape {shape} needs {count}")
         return _object_array(elements, shape)
+    flat = _flat_floats(data, datatype, count)
+    if flat is not None:
+        return flat.reshape(shape)
     try:
         array = np.asarray(data)
     except (ValueError, TypeError, OverflowError):
@@ -58,6 +65,21 @@ def from_json(name: str, data: Any, datatype: str, shape: list[int], count: int)
     if not count:
         return np.empty(shape, dtype=numpy_dtype(datatype))
     return _convert(name, data, array, datatype).reshape(shape)
+
+
+def _flat_floats(data: list[Any], datatype: str, count: int) -> np.ndarray | None:
+    """A flat list of numbers for FP32/FP64, converted in one C pass (:mod:`array` takes only
+    real numbers: a string or null raises), without ``np.asarray``'s dtype discovery (~300 us
+    for 16,000 floats). Anything else (nested, starting with a bool, a string, null, a value out
+    of range, the wrong count) returns ``None`` for the general path, which decides as before."""
+    code = _ARRAY_CODES.get(datatype)
+    if code is None or not data or len(data) != count or isinstance(data[0], list | bool):
+        return None
+    try:
+        values = array.array(code, data)
+    except (TypeError, OverflowError):
+        return None
+    return np.frombuffer(values, dtype=numpy_dtype(datatype))
 
 
 def _convert(name: str, data: list[Any], array: np.ndarray, datatype: str) -> np.ndarray:

@@ -327,3 +327,25 @@ def test_binary_data_size_without_the_header_is_refused() -> None:
 def test_header_length_covering_the_whole_body_means_no_binary_section() -> None:
     raw = body(tensor("x", [1], "FP32", [2.0]))
     assert parse_infer_request(raw, f" {len(raw)} ").inputs["x"].tolist() == [2.0]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ([1.0, "1.5"], "FP32 data must hold numbers"),  # a numeric string is still a string
+        ([1.0, None], "FP32 data must hold numbers"),
+        ([1.0, [2.0]], "not a rectangular list of numbers"),
+    ],
+)
+def test_flat_float_data_takes_only_numbers(data: list[Any], message: str) -> None:
+    entry = {"name": "x", "shape": [2], "datatype": "FP32", "data": data}
+    assert message in parse_error(body(entry))
+
+
+def test_flat_float_data_converts_like_numpy() -> None:
+    data = [0.1, -0.0, 1e39, 2**70, 3, 1.5]
+    entry = {"name": "x", "shape": [2, 3], "datatype": "FP32", "data": data}
+    parsed = parse_infer_request(body(entry)).inputs["x"]
+    with np.errstate(over="ignore"):
+        expected = np.asarray(data, dtype=np.float64).astype(np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(parsed, expected)
