@@ -63,6 +63,9 @@ class HotRoutes:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        root: str = scope.get("root_path", "")
+        if root and path.startswith(root):  # as Starlette's router matches: below the root path
+            path = path[len(root) :]
         if path.startswith("/v2/") and (found := _V2_INFER.fullmatch(path)):
             name, version = found.group(1), found.group(2)
             params = {"name": name} if version is None else {"name": name, "version": version}
