@@ -159,3 +159,20 @@ async def test_specs_are_served_side_by_side_and_cuts_are_reported(repository: P
         cut = await sdk.predict("gated", text=text)
         assert cut.adjusted is not None and cut.adjusted["text"].actions == ["cut"]
         assert cut.adjusted["text"].served["bytes"] <= 128
+
+
+def test_the_cli_chooses_or_derives_the_spec(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    data = write_manifest(tmp_path, per_class=2)
+    derived = CliRunner().invoke(app, ["data", "--data", str(data), "--no-progress"])
+    assert derived.exit_code == 0, derived.output
+    assert "input spec: 48x48 RGB, " in derived.output  # from the headers: 48x48 colour pictures
+    assert " at 16000 Hz, 192 bytes" in derived.output  # 22 kHz clips; the long texts fit whole
+    chosen = ["--image-size", "40", "--image-channels", "1", "--audio-seconds", "2", "--text-bytes", "96"]
+    result = CliRunner().invoke(app, ["data", "--data", str(data), "--no-progress", *chosen])
+    assert "input spec: 40x40 grey, 2 s at 16000 Hz, 96 bytes" in result.output, result.output
+    bad = CliRunner().invoke(app, ["data", "--data", str(data), "--image-channels", "2"])
+    assert bad.exit_code != 0 and "1 (grey) or 3 (RGB)" in bad.output
