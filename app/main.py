@@ -52,7 +52,7 @@ CORS_REQUEST_HEADERS = [
 NO_OTEL: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 """FastAPI's native OpenTelemetry off: no OTel provider is configured here, and asking the
 global providers whether one is costs every request a few lookups."""
-CORS_EXPOSED_HEADERS = ["X-Request-ID", "Inference-Header-Content-Length", "Retry-After"]
+CORS_EXPOSED_HEADERS = ["X-Request-ID", "Server-Timing", "Inference-Header-Content-Length", "Retry-After"]
 DESCRIPTION = """Multimodal (image + audio + text) fusion classifiers served with onnxruntime.
 
 Send any non-empty subset of modalities to `POST /v1/models/{name}/predict`; missing ones are

@@ -1,5 +1,9 @@
 """Request ids: every answer carries ``X-Request-ID``, and every error body its ``request_id``.
 
+Every answer also carries ``Server-Timing: app;dur=<ms>``: the time from the request reaching the
+app to its answer's headers (body read, decode, queue, model, encoding), which a browser shows in
+its network panel and the playground shows next to each answer.
+
 A client's own ``X-Request-ID`` is kept when it is a sane token (what a proxy or a tracing
 library sends), so one id follows a request through the client's logs, the proxy's and ours;
 otherwise the server makes one. Error messages stay short; the details go to the server log
@@ -13,12 +17,14 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import time
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HEADER = "X-Request-ID"
 _HEADER_KEY = HEADER.lower().encode()
+_TIMING_KEY = b"server-timing"
 _ACCEPTED = re.compile(rb"^[A-Za-z0-9._:/+=@-]{1,128}$")
 """A client's id is echoed only if it is this short and this plain (no spaces, quotes or controls)."""
 
@@ -55,7 +61,8 @@ def request_id(request: Request) -> str:
 
 
 class RequestIdMiddleware:
-    """Take or make the request's id, keep it in ``scope["state"]``, add it to the answer's headers.
+    """Take or make the request's id, keep it in ``scope["state"]``, add it to the answer's headers,
+    with the time the app took (``Server-Timing``).
 
     The id lives in the scope itself, which every layer shares, so the error handlers (even the
     500 one, which Starlette runs outside all middleware) put the same id in the body.
@@ -68,6 +75,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         given = next((v for k, v in scope["headers"] if k == _HEADER_KEY), None)
         rid = given.decode() if given is not None and _ACCEPTED.match(given) else new_request_id()
         scope.setdefault("state", {})["request_id"] = rid
@@ -78,6 +86,7 @@ class RequestIdMiddleware:
                 headers = list(message.get("headers", []))
                 if not any(k.lower() == _HEADER_KEY for k, _ in headers):
                     headers.append((_HEADER_KEY, raw))
+                headers.append((_TIMING_KEY, b"app;dur=%.2f" % ((time.perf_counter() - started) * 1e3)))
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -37,9 +37,10 @@ export class ApiError extends Error {
 }
 
 /**
- * Call the API. Returns the JSON body, the request id, and the time the server took as the
- * browser's Resource Timing sees it (request sent -> first byte of the answer, in ms), which on
- * the same machine is the server's own time; null where the browser does not expose it.
+ * Call the API. Returns the JSON body, the request id, and the time the server took: its own
+ * `Server-Timing: app;dur=<ms>` header (`serverSource: "server"`), else the browser's Resource
+ * Timing (request sent -> first byte of the answer, `serverSource: "first byte"`); null where
+ * neither is available.
  * @param {string} path  relative, e.g. "v1/models"
  * @param {RequestInit} [init]
  */
@@ -78,7 +79,15 @@ export async function call(path, init = {}) {
       answer && typeof answer.error === "string" ? answer.error : text.slice(0, 300) || response.statusText;
     throw new ApiError(response.status, message, requestId);
   }
-  return { body: answer, requestId, roundTrip, server: await serverTime(url, sent) };
+  const own = appTime(response.headers.get("server-timing"));
+  if (own !== null) return { body: answer, requestId, roundTrip, server: own, serverSource: "server" };
+  return { body: answer, requestId, roundTrip, server: await serverTime(url, sent), serverSource: "first byte" };
+}
+
+/** The `app` entry's duration (ms) of a Server-Timing header, or null. */
+export function appTime(header) {
+  const match = /(?:^|,)\s*app;dur=([0-9.]+)/.exec(header || "");
+  return match ? Number(match[1]) : null;
 }
 
 async function serverTime(url, sent) {

@@ -166,7 +166,7 @@ export function renderAnswer(el, answer, call) {
     h(
       "p",
       { class: "meta", "data-testid": "latency" },
-      `server ${ms(call.server)} (request sent → first byte) · round trip ${ms(call.roundTrip)}`,
+      `server ${ms(call.server)} (${call.serverSource === "server" ? "its own time" : "request sent → first byte"}) · round trip ${ms(call.roundTrip)}`,
       h("span", { class: "rid" }, ` · request ${call.requestId}`),
     ),
   );

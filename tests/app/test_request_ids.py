@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import shutil
 import struct
 from pathlib import Path
@@ -54,6 +55,18 @@ async def test_every_answer_has_a_request_id_and_a_client_id_is_kept(client: htt
         assert made.json()["request_id"] == made.headers["x-request-id"] != odd
     first, second = [await client.get("/v2/models/nope") for _ in range(2)]
     assert first.json()["request_id"] != second.json()["request_id"]
+
+
+async def test_every_answer_says_how_long_the_app_took(client: httpx.AsyncClient) -> None:
+    """``Server-Timing: app;dur=<ms>`` on answers and errors alike (the playground shows it)."""
+    took = {}
+    for path, body in (("/v1/models", None), ("/v1/models/late/predict", {"text": "sept"}), ("/v1/x", {})):
+        answer = await (client.get(path) if body is None else client.post(path, json=body))
+        match = re.fullmatch(r"app;dur=(\d+\.\d\d)", answer.headers["server-timing"])
+        assert match is not None, answer.headers["server-timing"]
+        took[path] = float(match.group(1))
+    assert took["/v1/models/late/predict"] > 0  # a model run takes well over 10 microseconds
+    assert all(0 <= ms < 60_000 for ms in took.values())
 
 
 async def test_a_wav_with_65535_channels_is_a_400_without_internals(

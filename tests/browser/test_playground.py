@@ -56,7 +56,7 @@ def assert_page_shows(page: Any, api: dict[str, Any]) -> None:
         assert float(bar.get_attribute("data-contribution")) == pytest.approx(value, abs=1e-5)
     agreement = page.get_by_test_id("agreement").inner_text()
     assert ("agree" in agreement) if api["agreement"]["agree"] else agreement.startswith("⚠ Conflict")
-    assert "server " in page.get_by_test_id("latency").inner_text()
+    assert "(its own time)" in page.get_by_test_id("latency").inner_text()  # from Server-Timing
 
 
 def test_the_page_and_its_files_are_served_with_a_strict_policy(server: str) -> None:
