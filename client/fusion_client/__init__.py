@@ -24,14 +24,13 @@ from fusion_client._exceptions import (
     TransportError,
     Unavailable,
 )
+from fusion_client._specs import Adjustment, InputSpec
 from fusion_client._types import (
     Abstention,
-    Adjustment,
     Agreement,
     ClassProbability,
     Dissent,
     Explanation,
-    InputSpec,
     ModelInfo,
     ModelSummary,
     Opinion,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fusion_client._exceptions import DecodeError
+from fusion_client._specs import Adjustment, InputSpec, parse_adjusted
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,59 +103,6 @@ class Abstention:
 
 
 @dataclass(frozen=True, slots=True)
-class Adjustment:
-    """What the server changed in one payload to fit the model's input spec.
-
-    Attributes:
-        actions: e.g. ``["resampled", "cut"]`` (also ``resized``, ``greyscaled``, ``mixed_down``,
-            ``padded``).
-        original: The payload as sent (``{"seconds": 3.2, "sample_rate": 44100, "channels": 1}``).
-        served: What the model read, in the same terms.
-        message: One sentence, e.g. ``audio cut from 3.20 s to 1.00 s (...)``.
-    """
-
-    actions: list[str]
-    original: dict[str, Any]
-    served: dict[str, Any]
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class InputSpec:
-    """The input spec a model was trained at; every payload is made to fit it.
-
-    Attributes:
-        image_size: Side of the square image in pixels.
-        image_channels: 1 (grey) or 3 (RGB).
-        sample_rate: Audio rate in Hz.
-        audio_seconds: Audio window; longer clips keep their most energetic window.
-        text_bytes: UTF-8 bytes of text kept.
-        summary: The spec in words, e.g. ``28x28 grey, 1 s at 16000 Hz, 64 bytes``.
-    """
-
-    image_size: int
-    image_channels: int
-    sample_rate: int
-    audio_seconds: float
-    text_bytes: int
-    summary: str
-
-    @classmethod
-    def from_json(cls, data: Any) -> InputSpec | None:
-        """Parse a card's ``spec`` (``None`` for a server or card without one)."""
-        if not isinstance(data, dict):
-            return None
-        return cls(
-            image_size=int(data["image_size"]),
-            image_channels=int(data["image_channels"]),
-            sample_rate=int(data["sample_rate"]),
-            audio_seconds=float(data["audio_seconds"]),
-            text_bytes=int(data["text_bytes"]),
-            summary=str(data.get("summary", "")),
-        )
-
-
-@dataclass(frozen=True, slots=True)
 class Prediction:
     """The answer for one sample.
 
@@ -226,7 +174,7 @@ class Prediction:
                 agreement=_agreement(data.get("agreement")),
                 explanation=_explanation(data.get("explanation")),
                 abstention=_abstention(data.get("abstention")),
-                adjusted=_adjusted(data.get("adjusted")),
+                adjusted=parse_adjusted(data.get("adjusted")),
             )
 
 
@@ -268,20 +216,6 @@ def _explanation(data: Any) -> Explanation | None:
         empty=None if empty is None else float(empty),
         gate_weights=None if gates is None else {str(k): float(v) for k, v in gates.items()},
     )
-
-
-def _adjusted(data: Any) -> dict[str, Adjustment] | None:
-    if not data:
-        return None
-    return {
-        str(m): Adjustment(
-            actions=[str(a) for a in entry["actions"]],
-            original=dict(entry.get("from") or {}),
-            served=dict(entry.get("to") or {}),
-            message=str(entry.get("message", "")),
-        )
-        for m, entry in data.items()
-    }
 
 
 def _abstention(data: Any) -> Abstention | None:
