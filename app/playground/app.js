@@ -4,15 +4,16 @@
 import { ApiError, apiKey, call, setApiKey } from "./api.js";
 import { DrawingPad } from "./pad.js";
 import { MAX_SECONDS, Recorder } from "./recorder.js";
-import { renderAnswer, renderComparison } from "./render.js";
+import { kHz, renderAnswer, renderComparison, specLine } from "./render.js";
+import { DEFAULT_RATE } from "./wav.js";
 
 const MODALITIES = ["image", "audio", "text"];
 const $ = (id) => document.getElementById(id);
 const ui = Object.fromEntries(
   [
-    "model", "top-k", "min-confidence", "abstain-conflict", "api-key", "notice", "pad", "pen",
+    "model", "model-spec", "top-k", "min-confidence", "abstain-conflict", "api-key", "notice", "pad", "pen",
     "image-preview", "clear-pad", "image-file", "image-state", "record", "audio-file", "audio-state",
-    "playback", "text", "predict", "compare", "error", "result", "comparison",
+    "playback", "text", "text-count", "predict", "compare", "error", "result", "comparison",
     "use-image", "use-audio", "use-text",
   ].map((id) => [id, $(id)]),
 );
@@ -81,6 +82,12 @@ function currentModel() {
   return state.models.find((m) => m.name === ui.model.value);
 }
 
+/** The selected model's input spec (its card's `spec`), or null: not fetched yet, or a server older than specs. */
+function currentSpec() {
+  const model = currentModel();
+  return (model && state.meta.get(model.name)?.spec) || null;
+}
+
 function modelChanged(rerun = true) {
   const model = currentModel();
   for (const m of MODALITIES) {
@@ -88,7 +95,47 @@ function modelChanged(rerun = true) {
     ui[`use-${m}`].disabled = !takes;
     ui[`use-${m}`].title = takes ? "" : `${model.name} does not take ${m}`;
   }
+  showSpec();
+  if (model && !state.meta.has(model.name)) {
+    describe(model.name)
+      .then(() => {
+        if (currentModel() === model) showSpec();
+      })
+      .catch(() => {}); // the line stays hidden; predicting says what is wrong
+  }
   if (rerun) inputChanged();
+}
+
+/** The spec line by the model picker, and what follows the spec: the text counter. */
+function showSpec() {
+  const model = currentModel();
+  const spec = currentSpec();
+  ui["model-spec"].textContent = spec ? specLine(spec, model.modalities) : "";
+  ui["model-spec"].title = spec ? `input spec: ${spec.summary}` : "";
+  ui["model-spec"].hidden = !spec;
+  // room to type past the limit, so the cut can be seen in the answer
+  ui.text.maxLength = Math.max(200, 2 * (spec?.text_bytes ?? 0));
+  countText();
+}
+
+/** The audio rate recordings are made at: the selected model's, else the digits' 16 kHz. */
+function recordingRate() {
+  return currentSpec()?.sample_rate ?? DEFAULT_RATE;
+}
+
+/** UTF-8 bytes of the text as the server counts them (NFC, trimmed), against the model's limit. */
+function countText() {
+  const bytes = new TextEncoder().encode(ui.text.value.normalize("NFC").trim()).length;
+  const limit = currentModel()?.modalities.includes("text") ? currentSpec()?.text_bytes : undefined;
+  const over = limit !== undefined && bytes > limit;
+  ui["text-count"].textContent =
+    limit === undefined
+      ? `${bytes} bytes (UTF-8)`
+      : over
+        ? `${bytes} of ${limit} bytes (UTF-8): the model reads the first ${limit}, the rest is cut`
+        : `${bytes} of ${limit} bytes (UTF-8); longer text is cut`;
+  ui["text-count"].classList.toggle("over", over);
+  ui["text-count"].dataset.bytes = String(bytes);
 }
 
 /** The inputs to send to a model taking `modalities`: multipart parts and the modalities sent. */
@@ -229,9 +276,10 @@ async function stopRecording() {
   if (!recorder.recording) return;
   ui.record.textContent = "Record";
   ui.record.setAttribute("aria-pressed", "false");
-  const { blob, seconds } = await recorder.stop();
+  const { blob, seconds, rate } = await recorder.stop(recordingRate());
   ui["audio-state"].dataset.seconds = seconds.toFixed(2);
-  setAudio(blob, "recording.wav", `Recorded ${seconds.toFixed(1)} s (16 kHz mono WAV, ${Math.round(blob.size / 1024)} KB).`);
+  ui["audio-state"].dataset.rate = String(rate);
+  setAudio(blob, "recording.wav", `Recorded ${seconds.toFixed(1)} s at ${kHz(rate)} (mono WAV, ${Math.round(blob.size / 1024)} KB).`);
 }
 
 function clearImage() {
@@ -261,6 +309,7 @@ ui["audio-file"].addEventListener("change", () => {
   if (file) setAudio(file, file.name, `Uploaded ${file.name} (${Math.ceil(file.size / 1024)} KB).`);
 });
 ui.text.addEventListener("input", () => {
+  countText();
   clearTimeout(rerunTimer);
   if (state.last) rerunTimer = setTimeout(state.last === "predict" ? predict : compare, 400);
 });

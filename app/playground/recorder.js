@@ -1,8 +1,8 @@
 // Microphone capture with the Web Audio API: raw PCM from an AudioWorklet, then resampled to
-// 16 kHz and written as a WAV file (wav.js). MediaRecorder would give WebM/Opus, which the
+// the model's sample rate and written as a WAV file (wav.js). MediaRecorder would give WebM/Opus, which the
 // server does not decode.
 
-import { encodeWav, resample, TARGET_RATE } from "./wav.js";
+import { DEFAULT_RATE, encodeWav, resample } from "./wav.js";
 
 export const MAX_SECONDS = 10;
 
@@ -59,10 +59,11 @@ export class Recorder {
   }
 
   /**
-   * Stop and return the clip.
-   * @returns {Promise<{blob: Blob, seconds: number}>}
+   * Stop and return the clip, resampled to `toRate` (the model's sample rate).
+   * @param {number} [toRate]
+   * @returns {Promise<{blob: Blob, seconds: number, rate: number}>}
    */
-  async stop() {
+  async stop(toRate = DEFAULT_RATE) {
     if (!this.ctx) throw new Error("not recording");
     const ctx = this.ctx;
     this.ctx = null;
@@ -76,7 +77,7 @@ export class Recorder {
       at += chunk.length;
     }
     this.chunks = [];
-    const samples = await resample(pcm, rate, TARGET_RATE);
-    return { blob: encodeWav(samples, TARGET_RATE), seconds: samples.length / TARGET_RATE };
+    const samples = await resample(pcm, rate, toRate);
+    return { blob: encodeWav(samples, toRate), seconds: samples.length / toRate, rate: toRate };
   }
 }

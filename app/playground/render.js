@@ -16,6 +16,90 @@ export const pct = (p) => `${(100 * p).toFixed(1)}%`;
 const ms = (t) => (t === null || t === undefined ? "n/a" : `${t.toFixed(1)} ms`);
 const signed = (x) => `${x >= 0 ? "+" : "−"}${Math.abs(x).toFixed(3)}`;
 
+/** 16000 -> "16 kHz", 22050 -> "22.05 kHz". */
+export const kHz = (rate) => `${Number((rate / 1000).toFixed(3))} kHz`;
+/** 1 -> "1 s", 3.2 -> "3.2 s", 0.125 -> "0.13 s". */
+const secs = (s) => `${Number(s.toFixed(2))} s`;
+const side = (d) => `${d.width}×${d.height}`;
+
+/**
+ * The model's input spec (its card's `spec`) in a few words, for the modalities it takes:
+ * "takes 28×28 grey · 1 s at 16 kHz · 64 bytes of text".
+ * @param {object} spec
+ * @param {string[]} modalities
+ */
+export function specLine(spec, modalities) {
+  const parts = {
+    image: () => `${spec.image_size}×${spec.image_size} ${spec.image_channels === 3 ? "RGB" : "grey"}`,
+    audio: () => `${secs(spec.audio_seconds)} at ${kHz(spec.sample_rate)}`,
+    text: () => `${spec.text_bytes} bytes of text`,
+  };
+  return `takes ${MODALITIES.filter((m) => modalities.includes(m)).map((m) => parts[m]()).join(" · ")}`;
+}
+
+/** What the server did to one modality's payload (an `adjusted` entry), as clauses. */
+function fitted(modality, entry) {
+  const from = entry.from ?? {};
+  const to = entry.to ?? {};
+  const clauses = {
+    image: {
+      resized: () => `resized the image ${side(from)} → ${side(to)}`,
+      greyscaled: () => `made the ${from.mode} image grey`,
+    },
+    audio: {
+      mixed_down: () => `mixed ${from.channels} channels of audio down to one`,
+      resampled: () => `resampled the audio ${kHz(from.sample_rate)} → ${kHz(to.sample_rate)}`,
+      cut: () => `kept ${secs(to.seconds)} of ${secs(from.seconds)} of audio (the loudest part)`,
+      padded: () => `padded ${secs(from.seconds)} of audio to ${secs(to.seconds)} with silence`,
+    },
+    text: {
+      cut: () => `cut the text ${from.bytes} → ${to.bytes} bytes (${from.characters} → ${to.characters} characters)`,
+    },
+  }[modality] ?? {};
+  const known = (entry.actions ?? []).every((a) => a in clauses);
+  // an action this page does not know yet: the server's own sentence says it
+  return known ? entry.actions.map((a) => clauses[a]()) : [entry.message];
+}
+
+/** "a, b and c" */
+const listed = (items) => (items.length < 2 ? items.join("") : `${items.slice(0, -1).join(", ")} and ${items.at(-1)}`);
+
+/** What the server changed to fit the model's spec, in one sentence; null when nothing. */
+function adjustedNote(a) {
+  const entries = MODALITIES.filter((m) => a.adjusted && m in a.adjusted).map((m) => [m, a.adjusted[m]]);
+  if (!entries.length) return null;
+  const clauses = entries.flatMap(([m, e]) => fitted(m, e));
+  return h(
+    "p",
+    {
+      class: "note adjusted",
+      "data-testid": "adjusted",
+      "data-modalities": entries.map(([m]) => m).join(" "),
+      title: entries.map(([, e]) => e.message).join("; "),
+    },
+    `To fit the model's input spec, the server ${listed(clauses)}.`,
+  );
+}
+
+/** The comparison's short form, a line per modality: "image → 28×28 grey", "audio 3.2 → 1 s". */
+function adjustedShort(adjusted) {
+  if (!adjusted) return "–";
+  const num = (x) => Number(x.toFixed(2));
+  const words = {
+    resized: (f, t) => `→ ${side(t)}`,
+    greyscaled: () => "grey",
+    mixed_down: () => "mono",
+    resampled: (f, t) => `${num(f.sample_rate / 1000)} → ${kHz(t.sample_rate)}`,
+    cut: (f, t) => (f.bytes !== undefined ? `${f.bytes} → ${t.bytes} bytes` : `${num(f.seconds)} → ${secs(t.seconds)}`),
+    padded: (f, t) => `${num(f.seconds)} → ${secs(t.seconds)}`,
+  };
+  return MODALITIES.filter((m) => m in adjusted).map((m) => {
+    const { actions = [], from = {}, to = {} } = adjusted[m];
+    const what = actions.map((a) => (a in words ? words[a](from, to) : a));
+    return h("span", { class: "line", "data-modality": m }, `${m} ${what.join(m === "image" ? " " : ", ")}`);
+  });
+}
+
 function bar(fraction, cls = "") {
   const fill = h("span", { class: `fill ${cls}` });
   fill.style.width = `${Math.max(0, Math.min(1, fraction)) * 100}%`;
@@ -161,6 +245,7 @@ export function renderAnswer(el, answer, call) {
       " · ",
       h("span", { "data-testid": "missing" }, `missing: ${missing}`),
     ),
+    adjustedNote(answer),
     opinions(answer),
     contributions(answer),
     h(
@@ -193,6 +278,7 @@ export function renderComparison(el, rows) {
     "acc. on this subset",
     "ECE",
     "model ms (b=1)",
+    "server fitted",
   ];
   const body = rows.map((r) => {
     const m = r.meta?.metrics ?? {};
@@ -210,7 +296,7 @@ export function renderComparison(el, rows) {
     return h(
       "tr",
       { "data-model": r.name, "data-label": a ? (a.label ?? "uncertain") : "" },
-      h("th", { scope: "row" }, r.name),
+      h("th", { scope: "row", title: r.meta?.spec?.summary ?? null }, r.name),
       h("td", {}, r.meta?.fusion ?? "–"),
       h("td", {}, r.sent.join(" + ") || "–"),
       answerCells.map((c, i) => h("td", i === 0 && !a ? { colspan: 4 } : {}, c)).slice(0, a ? 4 : 1),
@@ -218,6 +304,11 @@ export function renderComparison(el, rows) {
       h("td", {}, fig(subset, pct)),
       h("td", {}, fig(m.calibration?.test_ece, pct)),
       h("td", {}, fig(m.latency_ms?.batch_1, (x) => x.toFixed(2))),
+      h(
+        "td",
+        { class: "fitted", title: a?.adjusted ? Object.values(a.adjusted).map((e) => e.message).join("; ") : null },
+        a ? adjustedShort(a.adjusted) : "",
+      ),
     );
   });
   el.replaceChildren(

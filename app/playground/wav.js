@@ -1,8 +1,9 @@
-// 16 kHz mono 16-bit PCM WAV, made in the browser: the server reads WAV with soundfile, so the
-// page needs no server-side WebM/Opus decoding. Resampling uses the browser's own resampler
-// (an OfflineAudioContext rendering at the target rate).
+// Mono 16-bit PCM WAV at the model's sample rate, made in the browser: the server reads WAV with
+// soundfile, so the page needs no server-side WebM/Opus decoding. Resampling uses the browser's
+// own resampler (an OfflineAudioContext rendering at the target rate).
 
-export const TARGET_RATE = 16000;
+/** The rate when the model's card has no spec (a server older than input specs): the digits'. */
+export const DEFAULT_RATE = 16000;
 
 /**
  * Resample mono samples to `toRate`.
@@ -11,7 +12,7 @@ export const TARGET_RATE = 16000;
  * @param {number} [toRate]
  * @returns {Promise<Float32Array>}
  */
-export async function resample(samples, fromRate, toRate = TARGET_RATE) {
+export async function resample(samples, fromRate, toRate = DEFAULT_RATE) {
   if (fromRate === toRate || samples.length === 0) return samples;
   const length = Math.max(1, Math.round((samples.length * toRate) / fromRate));
   const ctx = new OfflineAudioContext(1, length, toRate);
@@ -30,7 +31,7 @@ export async function resample(samples, fromRate, toRate = TARGET_RATE) {
  * @param {number} [rate]
  * @returns {Blob}
  */
-export function encodeWav(samples, rate = TARGET_RATE) {
+export function encodeWav(samples, rate = DEFAULT_RATE) {
   const dataBytes = samples.length * 2;
   const view = new DataView(new ArrayBuffer(44 + dataBytes));
   const ascii = (offset, text) => [...text].forEach((c, i) => view.setUint8(offset + i, c.charCodeAt(0)));

@@ -81,6 +81,19 @@ def key_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield from _server(tmp_path_factory, FUSION_API_KEY=API_KEY)
 
 
+@pytest.fixture(scope="module")
+def spec_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server whose models have different input specs: tiny untrained ONNX graphs built with
+    ``onnx.helper`` (tests/app/fakes.py, no training), ``late`` at the digits' spec and ``wide``
+    at 32x32 grey, 2 s at 8 kHz, 64 bytes."""
+    from tests.browser.helpers import write_spec_models
+
+    models = write_spec_models(tmp_path_factory.mktemp("spec-models"))
+    log = tmp_path_factory.mktemp("spec-server") / "server.log"
+    with ServerProcess(models, log=log) as live:
+        yield live.url
+
+
 @pytest.fixture
 def new_page(browser: Any) -> Iterator[Any]:
     """Open a fresh tab (own storage) on a URL. ``bypass_csp`` by default: Playwright's

@@ -5,13 +5,16 @@ from __future__ import annotations
 import base64
 import io
 import re
+from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import soundfile as sf
 
+from app.manifest import DecodeParams
 from bench.server import ROOT
+from tests.app import fakes
 
 FAKE_MIC_WAV = ROOT / "examples" / "seven.wav"
 """What Chromium's fake microphone plays (looped)."""
@@ -114,3 +117,33 @@ def best_match(recorded: bytes, reference: bytes, window: int = 4000) -> float:
         dots = np.fft.irfft(spectrum * np.conj(np.fft.rfft(w, n)), n)[: len(y) - window + 1]
         scores.append(np.max(dots / (np.linalg.norm(w) * np.sqrt(energy) + 1e-9)))
     return float(np.median(scores))
+
+
+WIDE_SPEC = DecodeParams(image_size=32, image_normalize=False, sample_rate=8000, audio_samples=16000)
+"""``wide``'s spec: 32x32 grey, 2 s at 8 kHz, 64 bytes (the fake graphs take 16000 audio samples
+and 64 text bytes, so the rate and the image side are what can differ)."""
+
+
+def write_spec_models(root: Path) -> Path:
+    """A model repository of two fake fusion models: ``late`` (the digits' spec) and ``wide``."""
+    fakes.write_model(root, "late", 1, fakes.ALL, seed=3)
+    inputs = [WIDE_SPEC.input_spec(m) for m in (*fakes.ALL, "mask")]
+    manifest = fakes.make_manifest("wide", 1, fakes.ALL, inputs=inputs, decode=WIDE_SPEC)
+    fakes.write_model(root, "wide", 1, fakes.ALL, seed=8, image_size=32, manifest=manifest)
+    return root
+
+
+def spec_line(spec: dict[str, Any]) -> str:
+    """What the page should say by the model picker for a card's ``spec`` (a model taking all three)."""
+    colour = "grey" if spec["image_channels"] == 1 else "RGB"
+    return (
+        f"takes {spec['image_size']}×{spec['image_size']} {colour} · {spec['audio_seconds']:g} s at "
+        f"{spec['sample_rate'] / 1000:g} kHz · {spec['text_bytes']} bytes of text"
+    )
+
+
+def tone_wav(path: Path, seconds: float, rate: int) -> Path:
+    """A WAV of a 440 Hz tone (16-bit mono), e.g. longer or at another rate than a model's spec."""
+    t = np.arange(int(seconds * rate)) / rate
+    sf.write(path, 0.3 * np.sin(2 * np.pi * 440 * t), rate, subtype="PCM_16")
+    return path

@@ -30,6 +30,8 @@ from tests.browser.helpers import (
     predict_response,
     record,
     shown_probabilities,
+    spec_line,
+    tone_wav,
 )
 
 pytestmark = pytest.mark.browser
@@ -57,6 +59,11 @@ def assert_page_shows(page: Any, api: dict[str, Any]) -> None:
     agreement = page.get_by_test_id("agreement").inner_text()
     assert ("agree" in agreement) if api["agreement"]["agree"] else agreement.startswith("⚠ Conflict")
     assert "(its own time)" in page.get_by_test_id("latency").inner_text()  # from Server-Timing
+    note = page.locator("#result").get_by_test_id("adjusted")
+    if api["adjusted"]:  # what the server did to fit the spec, for exactly the modalities it names
+        assert note.get_attribute("data-modalities") == " ".join(api["adjusted"])
+    else:
+        assert note.count() == 0
 
 
 def test_the_page_and_its_files_are_served_with_a_strict_policy(server: str) -> None:
@@ -227,3 +234,85 @@ def test_keyboard_only_at_phone_width(server: str, new_page: Any) -> None:
     parts = multipart_parts(response.request)
     assert {"image", "text"} <= set(parts)
     assert_page_shows(page, api_predict(server, "late", parts).json())
+
+
+def shown_spec(page: Any, expected: str) -> str:
+    """The spec line by the model picker, once it says ``expected`` (the card is fetched after the list)."""
+    line = page.get_by_test_id("spec")
+    line.filter(has_text=expected).wait_for()
+    return str(line.inner_text())
+
+
+def test_the_spec_line_shows_the_selected_models_spec(server: str, new_page: Any) -> None:
+    page = new_page(f"{server}/", bypass_csp=False)
+    card = httpx.get(f"{server}/v1/models/late", timeout=10).json()
+    assert card["spec"]["summary"] == "28x28 grey, 1 s at 16000 Hz, 64 bytes"
+    assert shown_spec(page, spec_line(card["spec"])) == "takes 28×28 grey · 1 s at 16 kHz · 64 bytes of text"
+    # a unimodal baseline: only what it takes
+    page.get_by_label("Model", exact=True).select_option("audio_only")
+    assert shown_spec(page, "takes 1 s at 16 kHz") == "takes 1 s at 16 kHz"
+
+
+def test_an_answer_says_what_the_server_changed_to_fit_the_spec(
+    server: str, new_page: Any, tmp_path: Path
+) -> None:
+    page = new_page(f"{server}/")
+    page.get_by_label("Model", exact=True).select_option("late")
+    shown_spec(page, "64 bytes of text")
+    clip = tone_wav(tmp_path / "long.wav", 3.2, 44_100)
+    page.locator("#audio-file").set_input_files(str(clip))
+    text = page.get_by_label("The digit as a word")
+    text.fill("sept")
+    count = page.get_by_test_id("text-count")
+    assert count.inner_text() == "4 of 64 bytes (UTF-8); longer text is cut"
+    long_text = "sept " + "é" * 40  # 85 bytes in UTF-8, 45 characters
+    text.fill(long_text)
+    assert count.get_attribute("data-bytes") == "85"
+    assert count.inner_text() == "85 of 64 bytes (UTF-8): the model reads the first 64, the rest is cut"
+    page.get_by_label("Use image").uncheck()
+
+    response = predict_response(page, lambda: page.get_by_role("button", name="Predict").click())
+    parts = multipart_parts(response.request)
+    assert parts["audio"] == clip.read_bytes() and parts["text"] == long_text.encode()
+    api = api_predict(server, "late", parts).json()
+    assert api["adjusted"]["audio"]["actions"] == ["resampled", "cut"]
+    assert api["adjusted"]["text"]["to"] == {"bytes": 63, "characters": 34}  # never half an é
+    assert_page_shows(page, api)
+    note = page.locator("#result").get_by_test_id("adjusted").inner_text()
+    assert note == (
+        "To fit the model's input spec, the server resampled the audio 44.1 kHz → 16 kHz, "
+        "kept 1 s of 3.2 s of audio (the loudest part) "
+        "and cut the text 85 → 63 bytes (45 → 34 characters)."
+    )
+
+    # the comparison: a short note per model
+    page.get_by_role("button", name="Compare all models").click()
+    page.locator("#comparison[data-seq]").wait_for()
+    fitted = page.locator('#comparison tr[data-model="late"] td.fitted').inner_text()
+    assert fitted.splitlines() == ["audio 44.1 → 16 kHz, 3.2 → 1 s", "text 85 → 63 bytes"]
+    image_only = page.locator('#comparison tr[data-model="image_only"] td.fitted')
+    assert image_only.inner_text() == ""  # nothing it takes was sent: no answer, no note
+
+
+def test_the_spec_line_and_the_recording_follow_the_model(spec_server: str, new_page: Any) -> None:
+    page = new_page(f"{spec_server}/")
+    for name in ("late", "wide"):
+        page.get_by_label("Model", exact=True).select_option(name)
+        card = httpx.get(f"{spec_server}/v1/models/{name}", timeout=10).json()
+        shown_spec(page, spec_line(card["spec"]))
+    assert page.get_by_test_id("spec").inner_text() == "takes 32×32 grey · 2 s at 8 kHz · 64 bytes of text"
+
+    record(page, seconds=1.0)
+    assert " at 8 kHz (mono WAV" in page.locator("#audio-state").inner_text()
+    page.get_by_label("Use image").uncheck()
+    response = predict_response(page, lambda: page.get_by_role("button", name="Predict").click())
+    parts = multipart_parts(response.request)
+    wav = sf.info(io.BytesIO(parts["audio"]))
+    assert (wav.samplerate, wav.channels, wav.subtype) == (8000, 1, "PCM_16")  # recorded at wide's rate
+    assert 1.0 <= wav.duration < 2.0
+    api = api_predict(spec_server, "wide", parts).json()
+    assert api["adjusted"]["audio"]["actions"] == ["padded"]  # not resampled: the page sent 8 kHz
+    assert_page_shows(page, api)
+    note = page.locator("#result").get_by_test_id("adjusted").inner_text()
+    seconds = api["adjusted"]["audio"]["from"]["seconds"]
+    assert f"padded {float(f'{seconds:.2f}'):g} s of audio to 2 s with silence" in note
