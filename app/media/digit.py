@@ -59,11 +59,12 @@ def normalize_digit(gray: np.ndarray, size: int = 28) -> np.ndarray:
 def normalize_image(img: Image.Image, size: int) -> np.ndarray:
     """:func:`normalize_digit` on a Pillow ``L`` image (the decoder's path: no extra copy)."""
     small = _analysis_copy(img, size)
-    invert = _light_paper(np.asarray(small, dtype=np.float32))
-    if invert:
+    grey = np.asarray(small, dtype=np.float32)  # read once: each read of a Pillow image copies it
+    if _light_paper(grey):
         img, small = ImageOps.invert(img), ImageOps.invert(small)
-    background = float(np.median(_border(np.asarray(small, dtype=np.float32))))
-    ink = np.asarray(small, dtype=np.float32) - background
+        grey = np.asarray(small, dtype=np.float32)
+    background = _median(_border(grey))
+    ink = grey - background
     box = _ink_box(ink)
     if box is None:
         return fit_square(img, size)
@@ -112,8 +113,17 @@ def _light_paper(a: np.ndarray) -> bool:
     border = _border(a)
     lo, hi = float(a.min()), float(a.max())
     if hi - lo < MIN_CONTRAST:
-        return float(np.median(border)) > 127.5
+        return _median(border) > 127.5
     return float((border > (lo + hi) / 2).mean()) >= LIGHT_BORDER
+
+
+def _median(values: np.ndarray) -> float:
+    """``float(np.median(values))`` for a non-empty 1-D array without NaN, minus its generic overhead
+    (about 15 us of a 20 us call on a digit's border): the middle value, or the mean of the two
+    middle ones computed in the array's own dtype, as numpy does."""
+    ranked = np.sort(values)
+    mid = ranked.size // 2
+    return float(ranked[mid] if ranked.size % 2 else (ranked[mid - 1] + ranked[mid]) / 2)
 
 
 def _analysis_copy(img: Image.Image, size: int) -> Image.Image:

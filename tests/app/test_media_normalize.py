@@ -180,3 +180,15 @@ def test_bad_arrays_are_refused() -> None:
         normalize_digit(np.zeros((28, 28), np.float32))
     with pytest.raises(ValueError, match="uint8"):
         normalize_digit(np.zeros((0, 28), np.uint8))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_border_median_is_numpys_for_odd_and_even_sizes(dtype: type) -> None:
+    from app.media.digit import _median
+
+    rng = np.random.default_rng(7)
+    for size in (1, 2, 3, 4, 27, 108, 109):
+        levels = rng.integers(0, 256, size).astype(dtype)  # a border: grey levels
+        reals = (rng.random(size) * 1000).astype(dtype)  # halves of odd sums round as numpy rounds
+        assert _median(levels) == float(np.median(levels))
+        assert _median(reals) == float(np.median(reals))
