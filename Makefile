@@ -65,7 +65,7 @@ checkov:
 	PYTHON=$(PYTHON) bash deploy/checkov.sh
 
 ## stress: the reliability suite: fuzzing, error isolation, reload/rollback, slow clients, SIGTERM
-## and memory under load, each printing its counts (docs/serving.md; ~20 min on 2 cores; CI runs a short one)
+## and memory under load, each printing its counts (docs/serving.md; ~10 min on 2 cores; CI runs a short one)
 stress: $(VENV)/.dev
 	$(BIN)/python -m bench.stress
 
