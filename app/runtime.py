@@ -17,7 +17,7 @@ import asyncio
 import enum
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -278,11 +278,14 @@ class ModelRuntime:
         """Wait until no request holds the runtime (call once it is no longer handed out)."""
         await self._idle.wait()
 
-    def _new_batcher(self) -> AdaptiveBatcher:
+    def _new_batcher(
+        self, run: Callable[[Tensors], Tensors] | None = None, suffix: str = ""
+    ) -> AdaptiveBatcher:
+        """A batcher over ``run`` (the model's ``predict`` by default) with this model's settings."""
         size, delay, observe = self._batching
         return AdaptiveBatcher(
-            self.predict,
-            name=f"{self.name}:{self.version}",
+            run or self.predict,
+            name=f"{self.name}:{self.version}{suffix}",
             max_batch_size=size,
             max_delay_s=delay,
             observe=observe,
@@ -307,14 +310,7 @@ class ModelRuntime:
             )
             return
         self._coalition_session = session
-        size, delay, observe = self._batching
-        self.coalitions = AdaptiveBatcher(
-            self.predict_coalitions,
-            name=f"{self.name}:{self.version}:coalitions",
-            max_batch_size=size,
-            max_delay_s=delay,
-            observe=observe,
-        )
+        self.coalitions = self._new_batcher(self.predict_coalitions, ":coalitions")
 
     def _probe(self) -> Tensors:
         """Four rows of seeded random inputs, with masks that leave out one modality or none."""
