@@ -81,6 +81,20 @@ def reload_when_resolved(lb: str, replicas: list[str]) -> None:
     pm.podman("exec", lb, "nginx", "-e", "stderr", "-s", "reload")
 
 
+def wait_ready(container: str, seconds: float = 60) -> None:
+    """Wait until the replica's own readiness check passes (its image's HEALTHCHECK command).
+
+    Readiness through nginx is not enough: nginx sends a 503 from a replica still loading its
+    models on to the next one, so it answers 200 once any replica is ready. A replica that answers
+    503s under load is then taken out by ``max_fails`` for ``fail_timeout``; stopping the other one
+    in that window leaves no live upstream.
+    """
+    deadline = time.monotonic() + seconds
+    while pm.podman("exec", container, "fusionserve-healthcheck", check=False).returncode != 0:
+        assert time.monotonic() < deadline, f"{container} never became ready"
+        time.sleep(0.5)
+
+
 @pytest.mark.slow
 def test_compose_scale_survives_a_stopped_replica_with_podman(tmp_path: Path) -> None:
     pm.require_podman()
@@ -109,15 +123,14 @@ def test_compose_scale_survives_a_stopped_replica_with_podman(tmp_path: Path) ->
                 assert time.monotonic() < deadline, pm.podman("logs", lb, check=False).stderr[-3000:]
                 time.sleep(0.5)
             assert pm.podman("exec", lb, "id", "-u").stdout.strip() == "33"
+            for replica in replicas:
+                wait_ready(replica)
             with Load(port, 6, payload()) as load:
                 time.sleep(3)
                 pm.podman("stop", "-t", "10", killed)  # SIGTERM, as `docker compose stop` and Kubernetes
                 time.sleep(3)
                 pm.podman("start", killed)
-                deadline = time.monotonic() + 60
-                while pm.podman("exec", killed, "fusionserve-healthcheck", check=False).returncode != 0:
-                    assert time.monotonic() < deadline, "the restarted replica never became ready"
-                    time.sleep(0.5)
+                wait_ready(killed)
                 time.sleep(2)
             nginx_log = pm.podman("logs", lb, check=False).stderr[-4000:]
             assert load.result.failed == 0, (dict(load.result.errors), dict(load.result.statuses), nginx_log)
