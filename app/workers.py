@@ -23,14 +23,15 @@ RESPAWN_AFTER_S = 10.0
 """A worker that exits sooner than this after its start is a start-up failure, not replaced."""
 
 
-def run_workers(count: int, target: Callable[[], None]) -> None:
+def run_workers(count: int, target: Callable[[], None], on_stop: Callable[[], object] | None = None) -> None:
     """Fork ``count`` workers running ``target`` and supervise them until they have all exited.
 
     SIGTERM or SIGINT to this process is passed on to every worker as SIGTERM: each one drains
     gracefully, with its own shutdown timeout (a Ctrl-C in a terminal reaches the workers
     directly too; SIGINT then SIGTERM is still a graceful stop for uvicorn). A worker that dies
     after running a while is replaced; one that dies within ``RESPAWN_AFTER_S`` of its start
-    (a start-up failure) stops the others and the process exits with status 1.
+    (a start-up failure) stops the others and the process exits with status 1. ``on_stop`` runs
+    once, before the workers are signalled (the server stops new handshakes on the shared socket).
     """
     if threading.active_count() > 1:
         log.warning("forking %d workers with %d threads running", count, threading.active_count())
@@ -54,6 +55,8 @@ def run_workers(count: int, target: Callable[[], None]) -> None:
 
     def stop(sig: int, frame: FrameType | None) -> None:
         nonlocal stopping
+        if not stopping and on_stop is not None:
+            on_stop()
         stopping = True
         for pid in children:
             with contextlib.suppress(ProcessLookupError):

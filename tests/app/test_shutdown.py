@@ -7,12 +7,14 @@ Timeouts are set to fractions of a second; every wait is bounded by a socket tim
 from __future__ import annotations
 
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from app.server import refuse_new_connections
 from bench.server import ServerProcess
 from tests.app import fakes
 
@@ -113,3 +115,24 @@ def test_sigterm_exits_in_time_whatever_clients_do(models: Path, tmp_path: Path)
             live.wait(timeout=15)
             took = time.monotonic() - started
     assert took < 2 + 5  # FUSION_SHUTDOWN_TIMEOUT_S, plus the watchdog's margin at most
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a Linux socket option")
+def test_a_stopped_listener_completes_no_new_handshake_but_keeps_its_queue() -> None:
+    """What makes the SIGTERM drain lossless: after refuse_new_connections, a connection already
+    queued is still accepted, a new one is never completed (its SYN is dropped), so the queue can
+    be emptied and closed with no connection in it to reset."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as queued:
+            assert refuse_new_connections(listener)
+            with pytest.raises(TimeoutError):
+                socket.create_connection(("127.0.0.1", port), timeout=0.3)
+            listener.settimeout(1)
+            accepted, _ = listener.accept()
+            with accepted:
+                queued.sendall(b"ping")
+                assert accepted.recv(4) == b"ping"
+            listener.setblocking(False)
+            with pytest.raises(BlockingIOError):  # the late connect never reached the queue
+                listener.accept()
