@@ -209,6 +209,28 @@ def train(
 
 
 @app.command()
+def optimize(out: OutOption = Path("models")) -> None:
+    """Apply the export-time graph passes to the models already in OUT, without retraining.
+
+    Each latest version's graph is rewritten only if it gives the same outputs; its coalition
+    graph, manifest hashes, size and latency follow, and REPORT.md is rebuilt.
+    """
+    from training.pipeline import latest_models
+    from training.pipeline import report as write
+    from training.prune import measure_latencies, optimize_version
+
+    if not out.is_dir():
+        raise fail(f"{out} is not a folder")
+    dirs = latest_models(out)
+    for model_dir in dirs:
+        done = optimize_version(model_dir)
+        typer.echo(f"{model_dir}: {done['removed']} DFT rows pruned, max abs diff {done['max_abs_diff']:.1e}")
+    for model_dir, latency in measure_latencies(dirs).items():
+        typer.echo(f"{model_dir}: latency b=1 {latency['batch_1']:.3f} ms, b=64 {latency['batch_64']:.2f} ms")
+    typer.echo(f"report: {write(out, {'optimized': 'python -m training optimize'})}")
+
+
+@app.command()
 def report(out: OutOption = Path("models")) -> None:
     """Rebuild OUT/REPORT.md from the manifests of the latest version of every model."""
     from training.pipeline import report as write

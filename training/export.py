@@ -25,6 +25,7 @@ from app.manifest import Explain, FusionKind, Manifest, TensorSpec, sha256_file
 from training.coalitions import FILE as COALITIONS_FILE
 from training.coalitions import write_coalitions
 from training.graph import FusionGraph, UnimodalGraph, wrap
+from training.prune import prune_dft_bins
 from training.train import SUBSETS
 
 PARITY_TOL = 1e-4
@@ -93,6 +94,7 @@ def export_onnx(graph: FusionGraph | UnimodalGraph, path: Path) -> None:
         program.save(str(path), external_data=False)
     model = onnx.load(str(path))
     strip_provenance(model)
+    prune_dft_bins(model)  # the DFT rows no mel band reads (half of them at 0-4 kHz)
     onnx.save(model, str(path))
 
 

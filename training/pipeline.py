@@ -87,6 +87,8 @@ def report(out: Path, info: dict[str, Any]) -> Path:
         saved.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     elif saved.exists():
         info = {**json.loads(saved.read_text(encoding="utf-8")), **info}
+        if "optimized" in info:  # the files changed after training: later rebuilds say so too
+            saved.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     order = {name: i for i, name in enumerate(ALL_MODELS)}
     evals: list[Evaluation] = []
     for d in latest_models(out):

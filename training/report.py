@@ -162,7 +162,13 @@ def write_report(evals: list[Evaluation], out: Path, info: dict[str, Any]) -> Pa
         f"{info.get('n_train', '?')} train / {info.get('n_val', '?')} val / {info.get('n_test', '?')} test. "
         f"Seed {info.get('seed', 0)}, {info.get('epochs', '?')} epochs. Machine: {platform.machine()}, "
         f"{info.get('threads', 1)} torch thread(s), onnxruntime on CPU (1 thread for latency). "
-        f"Command: `{info.get('command', 'python -m training train --fusion all')}`.",
+        f"Command: `{info.get('command', 'python -m training train --fusion all')}`."
+        + (
+            f" Graphs then rewritten by `{info['optimized']}` (same outputs; sizes and latencies are of the"
+            " rewritten files, measured on this machine)."
+            if info.get("optimized")
+            else ""
+        ),
         "",
         "## Summary (test split, all modalities present)",
         "",
