@@ -19,17 +19,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from training.prune import random_feeds
+from training.prune import random_feeds, single_thread_session
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["late", "intermediate", "gated", "early", "audio_only"]
-
-
-def _session(model: bytes | str) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
 def _ms(session: ort.InferenceSession, feeds: dict[str, np.ndarray], runs: int) -> float:
@@ -55,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         old_bytes = subprocess.run(
             ["git", "show", f"{args.ref}:{rel}"], cwd=ROOT, capture_output=True, check=True
         )
-        old, new = _session(old_bytes.stdout), _session(str(ROOT / rel))
+        old, new = single_thread_session(old_bytes.stdout), single_thread_session(ROOT / rel)
         for batch, runs in ((1, 50), (32, 5)):
             feeds = random_feeds(old, batch, seed=batch)
             diff = max(

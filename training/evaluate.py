@@ -7,18 +7,17 @@ robustness, parameter count, ONNX size, latency at batch 1 and 64 (one thread).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 from app.manifest import Manifest
 from app.media import MODALITIES
 from training.data import MultimodalDataset
 from training.data.noise import audio_noise, image_noise, text_noise
+from training.prune import median_run_ms, single_thread_session
 from training.train import SUBSETS
 
 NOISE_LEVELS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -66,10 +65,7 @@ class OnnxModel:
     def __init__(self, model_dir: Path) -> None:
         self.manifest = Manifest.read(model_dir / "manifest.json")
         self.path = model_dir / "model.onnx"
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        self.session = single_thread_session(self.path)
         self.inputs = [i.name for i in self.session.get_inputs()]
 
     def feeds(self, arrays: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
@@ -95,14 +91,7 @@ class OnnxModel:
         """Median wall time of one session.run at ``batch`` rows."""
         rows = np.arange(batch) % len(next(iter(arrays.values())))  # repeat rows of a small test set
         feed = self.feeds({k: v[rows] for k, v in arrays.items()}, np.ones((batch, 3), np.float32))
-        for _ in range(5):
-            self.session.run(None, feed)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            self.session.run(None, feed)
-            times.append(time.perf_counter() - start)
-        return round(float(np.median(times)) * 1e3, 3)
+        return median_run_ms(self.session, feed, repeats)
 
 
 def from_manifest(manifest: Manifest, onnx_bytes: int) -> Evaluation:

@@ -176,16 +176,19 @@ def random_feeds(session: ort.InferenceSession, batch: int, seed: int) -> dict[s
     return feeds
 
 
-def _session(path: Path) -> ort.InferenceSession:
+def single_thread_session(model: Path | str | bytes) -> ort.InferenceSession:
+    """A CPU onnxruntime session on one thread (intra and inter op), warnings off: the setting of
+    every latency figure in the report."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        model if isinstance(model, bytes) else str(model), opts, providers=["CPUExecutionProvider"]
+    )
 
 
-def _latency_ms(session: ort.InferenceSession, batch: int, repeats: int = 50) -> float:
-    """Median of one ``session.run`` at ``batch`` rows (as :meth:`training.evaluate.OnnxModel.latency_ms`)."""
-    feeds = random_feeds(session, batch, seed=batch)
+def median_run_ms(session: ort.InferenceSession, feeds: dict[str, np.ndarray], repeats: int = 50) -> float:
+    """Median wall time of one ``session.run`` on ``feeds``, after 5 warm-up runs, in ms."""
     for _ in range(5):
         session.run(None, feeds)
     times = []
@@ -216,7 +219,7 @@ def optimize_version(model_dir: Path) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(dir=model_dir) as tmp:
             new = Path(tmp) / "model.onnx"
             onnx.save(model, str(new))
-            before, after = _session(path), _session(new)
+            before, after = single_thread_session(path), single_thread_session(new)
             worst = 0.0
             for batch in (1, 17):
                 feeds = random_feeds(before, batch, seed=batch)
@@ -246,12 +249,14 @@ def measure_latencies(
     a shared machine drifts between slow and fast phases that last seconds, and measuring one
     model after another would hand one model a slow phase and the next a fast one.
     """
-    sessions = {d: _session(d / "model.onnx") for d in model_dirs}
+    sessions = {d: single_thread_session(d / "model.onnx") for d in model_dirs}
     samples: dict[Path, dict[str, list[float]]] = {d: {"batch_1": [], "batch_64": []} for d in model_dirs}
     for _ in range(rounds):
         for d, session in sessions.items():
             for batch in (1, 64):
-                samples[d][f"batch_{batch}"].append(_latency_ms(session, batch, repeats))
+                samples[d][f"batch_{batch}"].append(
+                    median_run_ms(session, random_feeds(session, batch, seed=batch), repeats)
+                )
     result = {d: {k: round(float(np.median(v)), 3) for k, v in per.items()} for d, per in samples.items()}
     for d, latency in result.items():
         manifest = Manifest.read(d / "manifest.json")
