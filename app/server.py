@@ -15,8 +15,8 @@ connected just after the signal got no answer at all. Here:
   line without its body (headers sent are an answer a proxy can no longer retry elsewhere).
 - :class:`GracefulServer`: on SIGTERM/SIGINT the app's ``draining`` flag turns readiness 503 at
   once, the listener is closed at once after accepting what the kernel had already queued (so a
-  new connection is either refused at connect or answered in full: on Linux a drop-all socket
-  filter first stops the kernel from completing new handshakes, see
+  new connection is either refused at connect or answered in full: on Linux a socket filter
+  that drops SYNs first stops the kernel from starting new handshakes, see
   :func:`refuse_new_connections`), connections that have not
   sent a request yet get a short grace to send it, requests in flight finish, and whatever
   still runs after ``shutdown_timeout_s`` is cancelled. A watchdog ends the process if even that

@@ -98,24 +98,12 @@ def prune_dft_bins(model: onnx.ModelProto) -> int:
             graph, inits, matmuls[0], 0, np.ascontiguousarray(mel[:, lo:hi]), f"{conv.output[0]}_pruned_mel"
         )
         width = hi - lo
-        for node, (begin, end) in ((cos, (0, width)), (sin, (width, 2 * width))):
-            dtype = inits[node.input[1]].data_type
-            _replace(
-                graph,
-                inits,
-                node,
-                1,
-                np.array([begin], dtype=helper.tensor_dtype_to_np_dtype(dtype)),
-                f"{node.output[0]}_pruned_start",
-            )
-            _replace(
-                graph,
-                inits,
-                node,
-                2,
-                np.array([end], dtype=helper.tensor_dtype_to_np_dtype(dtype)),
-                f"{node.output[0]}_pruned_end",
-            )
+        for node, begin in ((cos, 0), (sin, width)):  # Slice(data, starts, ends, ...): inputs 1, 2
+            bound = helper.tensor_dtype_to_np_dtype(inits[node.input[1]].data_type)
+            for slot, value, what in ((1, begin, "start"), (2, begin + width, "end")):
+                _replace(
+                    graph, inits, node, slot, np.array([value], bound), f"{node.output[0]}_pruned_{what}"
+                )
         stale |= {conv.output[0], cos.output[0], sin.output[0], adds[0][0].output[0]}
         stale |= {p[0].output[0] for p in pows}
         removed += rows - 2 * width
