@@ -84,6 +84,10 @@ def report(out: Path, info: dict[str, Any]) -> Path:
     """
     saved = out / "report.json"
     if "wall_seconds" in info:
+        kept = {p.parent.name for p in latest_models(out)} - set(info.get("models", []))
+        if kept and saved.exists():  # models this run did not retrain keep the rewrite note
+            earlier = json.loads(saved.read_text(encoding="utf-8"))
+            info = {**info, **({"optimized": earlier["optimized"]} if "optimized" in earlier else {})}
         saved.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     elif saved.exists():
         info = {**json.loads(saved.read_text(encoding="utf-8")), **info}
@@ -91,10 +95,14 @@ def report(out: Path, info: dict[str, Any]) -> Path:
             saved.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     order = {name: i for i, name in enumerate(ALL_MODELS)}
     evals: list[Evaluation] = []
+    trained_on: dict[str, list[str]] = {}  # data fingerprint -> models trained on it
     for d in latest_models(out):
         manifest = Manifest.read(d / "manifest.json")
         if "test_accuracy" in manifest.metrics:
             evals.append(from_manifest(manifest, (d / "model.onnx").stat().st_size))
+            trained_on.setdefault(manifest.data_fingerprint, []).append(manifest.name)
+    if len(trained_on) > 1:
+        info = {**info, "trained_on": trained_on}
     evals.sort(key=lambda e: order.get(e.name, len(order)))
     if not {e.name for e in evals} <= set(info.get("models", [])):
         info.pop("wall_seconds", None)  # that run did not train everything reported here

@@ -155,15 +155,33 @@ def margins_section(ev: Ev) -> list[str]:
     return lines
 
 
-def seeds_section(seeds: Mapping[str, Any] | None) -> list[str]:
-    """Mean +- standard deviation of the headline numbers over training seeds."""
+def seeds_section(
+    seeds: Mapping[str, Any] | None, trained_on: Mapping[str, list[str]] | None = None
+) -> list[str]:
+    """Mean +- standard deviation of the headline numbers over training seeds.
+
+    ``trained_on`` (data fingerprint -> models, when the repository mixes builds): a model whose
+    own version was trained on another build than the extra seeds is named, as is that build."""
     if not seeds or not seeds.get("models"):
         return []
+    built = seeds.get("fingerprint", "")
+    other = {
+        name: fp
+        for fp, names in (trained_on or {}).items()
+        for name in names
+        if name in seeds["models"] and built and fp != built
+    }
+    data = "same data" if not other else "see below for the data"
     lines = [
-        f"## Seeds (training seeds {', '.join(str(s) for s in seeds['seeds'])}, same data)",
+        f"## Seeds (training seeds {', '.join(str(s) for s in seeds['seeds'])}, {data})",
         "",
         f"Command: `{seeds.get('command', 'python -m training seeds')}`. Mean ± standard deviation; "
-        "then each seed's own value.",
+        "then each seed's own value."
+        + "".join(
+            f" The first seed of `{name}` is the served model, trained on build `{fp[:16]}`; its other"
+            f" seeds on `{built[:16]}`."
+            for name, fp in other.items()
+        ),
         "",
         "| model | metric | mean ± sd % | per seed % |",
         "|---|---|---:|---|",

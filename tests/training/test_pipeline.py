@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ from typer.testing import CliRunner
 from app.manifest import Manifest
 from training.cli import app, fresh_run_dir
 from training.data import load_dataset
-from training.pipeline import latest_models, resolve_models, run
+from training.pipeline import latest_models, report, resolve_models, run
 
 LIMIT = 200
 
@@ -49,6 +51,27 @@ def test_run_exports_evaluated_models_and_a_report(trained: Path) -> None:
     for name in ("`late`", "`gated`", "`text_only`", "## Targets", "## Which fusion to choose"):
         assert name in report
     assert (trained / "robustness.png").stat().st_size > 1000
+
+
+def test_a_partial_retrain_keeps_the_rewrite_note_and_names_each_models_data(
+    trained: Path, tmp_path: Path
+) -> None:
+    """Retraining one model into a repository whose other models came from another run (and
+    were rewritten by ``optimize``): the report says both, instead of one run's facts for all."""
+    out = tmp_path / "models"
+    shutil.copytree(trained, out)
+    saved = json.loads((out / "report.json").read_text())
+    (out / "report.json").write_text(json.dumps({**saved, "optimized": "python -m training optimize"}))
+    path = out / "gated" / "1" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    path.write_text(json.dumps({**manifest, "data_fingerprint": "f" * 64}))
+    report(out, {**saved, "models": ["gated"], "wall_seconds": 1.0})  # as a run that trained gated
+    header = (out / "REPORT.md").read_text().split("\n")[2]
+    assert "rewritten by `python -m training optimize`" in header
+    assert "Not one training run" in header and f"`{'f' * 16}`: `gated`" in header
+    assert f"`{saved['fingerprint'][:16]}`: `late`, `text_only`" in header
+    assert json.loads((out / "report.json").read_text())["optimized"] == "python -m training optimize"
+    assert "no one run trained them all" in (out / "REPORT.md").read_text()
 
 
 def test_report_accuracy_matches_an_independent_onnx_run(trained: Path) -> None:

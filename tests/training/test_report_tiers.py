@@ -161,3 +161,19 @@ def test_recommendation_prefers_fewest_missed_targets_and_says_what_is_more_accu
         "`a` is more accurate (90.0%) but is over- or under-confident and loses to a "
         "baseline with modalities missing."
     )
+
+
+def test_seeds_section_names_a_served_model_trained_on_another_build() -> None:
+    seeds = {
+        "seeds": [0, 1, 2],
+        "fingerprint": "b" * 64,
+        "models": {
+            m: {"benchmark_accuracy": {"mean": 0.8, "sd": 0.01, "values": [0.8] * 3}}
+            for m in ("late", "gated")
+        },
+    }
+    mixed = tiers_report.seeds_section(seeds, {"a" * 64: ["late", "early"], "b" * 64: ["gated"]})
+    assert "see below for the data" in mixed[0]
+    assert f"The first seed of `late` is the served model, trained on build `{'a' * 16}`" in mixed[2]
+    assert "`gated`" not in mixed[2]  # its served model and its seeds share one build
+    assert "same data" in tiers_report.seeds_section(seeds)[0]
