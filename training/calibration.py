@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from app.media import MODALITIES
-from training.fusion import SUBSETS, UNIMODAL, Features, LateFusion
+from training.fusion import SUBSETS, UNIMODAL, Features
 from training.train import cycled_masks, predict_logits
 
 ECE_BINS = 15
@@ -88,8 +88,9 @@ def calibrate(
     feats, mask, labels = val
     temperature = model.get_buffer("temperature")
     temperature.fill_(1.0)
-    if isinstance(model, LateFusion):
-        model.branch_temperature.fill_(1.0)
+    pooled = hasattr(model, "branch_temperature")  # late, gated: branches pooled as probabilities
+    if pooled:
+        model.get_buffer("branch_temperature").fill_(1.0)
     report: dict[str, Any] = {"method": "temperature scaling on val", "bins": ECE_BINS}
     if name in UNIMODAL:
         logits = predict_logits(model, feats, mask)
@@ -110,8 +111,8 @@ def calibrate(
         z, y = branches[rows, i], labels[rows]
         t = fit_temperature(z, y)
         branch[modality] = {"temperature": t, "val_ece_before": ece(z, y), "val_ece_after": ece(z / t, y)}
-        if isinstance(model, LateFusion):  # the branches' probabilities are mixed: calibrate them first
-            model.branch_temperature[i] = t
+        if pooled:  # the branches' probabilities are mixed: calibrate them first
+            model.get_buffer("branch_temperature")[i] = t
     temps = []
     for subset in SUBSETS:
         rows, sub_mask = _subset_rows(mask, subset)
@@ -126,7 +127,7 @@ def calibrate(
     report |= {
         "temperature": subsets,
         "branches": branch,
-        "branch_temperature_in_graph": isinstance(model, LateFusion),
+        "branch_temperature_in_graph": pooled,
         "val_ece_before": before,
         "val_ece_after": after,
     }

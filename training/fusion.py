@@ -41,11 +41,15 @@ NGRAM_BUCKETS = 1 << 14  # hashed byte bigrams / trigrams of the early model's t
 FUSIONS = ("early", "intermediate", "late", "gated")
 UNIMODAL = {"image_only": "image", "audio_only": "audio", "text_only": "text"}
 LATE_EPSILON = 0.2
-"""Late fusion's uniform floor. Measured on the test split (branches fitted on the built-in
+"""Late (and gated) fusion's uniform floor. Measured on the test split (branches fitted on the built-in
 digits): against the plain product of calibrated branches, all-modality accuracy 91.6 -> 92.2%
 and, with one modality swapped to another class while the other two agree, the answer follows
 those two in 96.7-97.0% of the rows instead of 64-94%; a confidence-weighted mixture of
 probabilities reached 88.6% and 78-98%."""
+GATE_RANGE = 0.15
+"""Gated fusion's gate scores lie in [-GATE_RANGE, GATE_RANGE]: two present modalities' weights
+differ by a factor of at most exp(2 * GATE_RANGE) = 1.35, so no single modality outweighs two
+others. At 0.3 (a factor of 1.82) a swapped-in image still won 6.2% of conflicts."""
 ModelName = Literal["early", "intermediate", "late", "gated", "image_only", "audio_only", "text_only"]
 
 
@@ -59,6 +63,16 @@ def calibrated(logits: torch.Tensor, mask: torch.Tensor, temperature: torch.Tens
     """Logits divided by the temperature of the row's modality subset (one or 7 temperatures)."""
     t = temperature if temperature.numel() == 1 else temperature[subset_index(mask)]
     return logits / t.reshape(-1, 1)
+
+
+def floored_pool(z: torch.Tensor, branch_temperature: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted log-linear pool of the branches' calibrated probabilities, each floored at
+    :data:`LATE_EPSILON` of the uniform distribution: ``z`` ``[B, 3, C]`` branch logits,
+    ``weights`` ``[B, 3]`` (0 for a missing modality, summing to 1). A branch moves the log-odds
+    between two classes by at most ``weight * log((1 - eps + eps/C) / (eps/C))``."""
+    p = torch.softmax(z / branch_temperature.reshape(1, -1, 1), dim=2)
+    floored = torch.log((1.0 - LATE_EPSILON) * p + LATE_EPSILON / p.shape[2])
+    return (weights.unsqueeze(2) * floored).sum(dim=1)
 
 
 def one_hot_masks(batch: int) -> torch.Tensor:
@@ -212,10 +226,8 @@ class LateFusion(_Fusion):
         z = torch.stack(
             [head(f) for head, f in zip(self.heads, _encode(self.encoders, feats), strict=True)], dim=1
         )  # [B, 3, C]
-        p = torch.softmax(z / self.branch_temperature.reshape(1, -1, 1), dim=2)
-        floored = torch.log((1.0 - LATE_EPSILON) * p + LATE_EPSILON / p.shape[2])
         w = mask / mask.sum(dim=1, keepdim=True).clamp_min(1.0)  # a masked branch adds exactly 0
-        fused = (w.unsqueeze(2) * floored).sum(dim=1)
+        fused = floored_pool(z, self.branch_temperature, w)
         out = {"logits": calibrated(fused, mask, self.temperature)}
         if branches:
             out["per_modality"] = z
@@ -223,30 +235,54 @@ class LateFusion(_Fusion):
 
 
 class GatedFusion(_Fusion):
-    """Attention over modalities: each modality's projected feature gets a softmax gate computed
-    from the features themselves; missing modalities get gate 0. The gates (``weights``) are
-    exported and double as the per-modality explanation. The head is linear, so the fused
-    logits are the gate-weighted average of the per-modality logits ``head(h_i)``.
+    """Attention over modalities, bounded: each modality has its own classifier (projected
+    feature + linear head), a gate network scores the modalities from their features and their
+    answers, and the fused answer is late fusion's floored log-linear pool (:func:`floored_pool`)
+    weighted by the gates instead of equally. Missing modalities get gate 0. The gates
+    (``weights``) are exported and double as the per-modality explanation.
+
+    The gate scores are squashed into [-GATE_RANGE, GATE_RANGE], so the gates can lean on a
+    reliable modality but no single one can outweigh two others. Unbounded gates over the
+    branches' logits (the first design) followed a swapped-in image in 12-16% of conflicts
+    (issue 10's target: at most 5%); measured on the same data, one training run each (2 torch
+    threads; the committed model, 1 thread: 81.8% and 97.2 / 99.2 / 97.2%):
+
+    | gates | benchmark % | follows the agreeing two (image / audio / text swapped) % |
+    |---|---:|---|
+    | unbounded, gate-weighted logits (first design) | 79.8 | 87.9 / 96.5 / 94.2 |
+    | unbounded, floored pool | 75.3 | 78.2 / 94.0 / 82.3 |
+    | unbounded, floored pool, gates see the answers | 76.6 | 79.7 / 94.4 / 76.3 |
+    | bounded 0.3, floored pool, gates see the answers | 81.4 | 93.7 / 98.7 / 97.0 |
+    | bounded 0.15, shared head | 81.9 | 96.9 / 98.8 / 97.6 (audio alone -5.8 points vs audio_only) |
+    | bounded 0.15, one head per modality (this) | 81.1 | 96.7 / 98.9 / 97.2 (audio alone +1.4) |
     """
 
     kind = "gated"
+    branch_temperature: torch.Tensor
 
     def __init__(self, n_classes: int, hidden: int = 64, spec: DecodeParams = DIGITS) -> None:
         super().__init__(spec)
         self.encoders = _encoders(spec)
         self.proj = nn.ModuleList([nn.Linear(FEATURE_DIM, hidden) for _ in MODALITIES])
-        self.score = nn.Sequential(nn.Linear(3 * hidden + 3, 32), nn.Tanh(), nn.Linear(32, 3))
-        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(hidden, n_classes))
+        self.score = nn.Sequential(nn.Linear(3 * hidden + 3 * n_classes + 3, 32), nn.Tanh(), nn.Linear(32, 3))
+        self.heads = nn.ModuleList(
+            [nn.Sequential(nn.Dropout(0.3), nn.Linear(hidden, n_classes)) for _ in MODALITIES]
+        )
+        self.register_buffer("branch_temperature", torch.ones(len(MODALITIES)))
 
     def forward(self, feats: Features, mask: torch.Tensor, branches: bool = False) -> dict[str, torch.Tensor]:
         raw = [torch.tanh(p(f)) for p, f in zip(self.proj, _encode(self.encoders, feats), strict=True)]
         hs = [h * mask[:, i : i + 1] for i, h in enumerate(raw)]
-        scores = self.score(torch.cat([*hs, mask], dim=1)) + (mask - 1.0) * 1e4
-        weights = torch.softmax(scores, dim=1) * mask
-        fused = (torch.stack(hs, dim=1) * weights.unsqueeze(2)).sum(dim=1)
-        out = {"logits": calibrated(self.head(fused), mask, self.temperature), "weights": weights}
+        z = torch.stack([head(h) for head, h in zip(self.heads, raw, strict=True)], dim=1)  # [B, 3, C]
+        votes = torch.softmax(z, dim=2) * mask.unsqueeze(2)  # what each present modality says
+        scores = GATE_RANGE * torch.tanh(self.score(torch.cat([*hs, votes.flatten(1), mask], dim=1)))
+        weights = torch.softmax(scores + (mask - 1.0) * 1e4, dim=1) * mask
+        out = {
+            "logits": calibrated(floored_pool(z, self.branch_temperature, weights), mask, self.temperature)
+        }
+        out["weights"] = weights
         if branches:
-            out["per_modality"] = self.head(torch.stack(raw, dim=1))
+            out["per_modality"] = z
         return out
 
 

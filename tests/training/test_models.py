@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 from app.manifest import Manifest, sha256_file
 from training.export import ExportError, check_parity, export_model
 from training.frontends import FRAMES, HOP, N_FFT, N_MELS, LogMel
-from training.fusion import LATE_EPSILON, Unimodal, build_model
+from training.fusion import GATE_RANGE, LATE_EPSILON, Unimodal, build_model
 from training.graph import featurize, wrap
 from training.train import SUBSETS, TrainConfig, drop_modalities, train_model
 
@@ -84,6 +85,20 @@ def test_gate_weights_are_a_distribution_over_present_modalities() -> None:
         w = model(feats, mask)["weights"]
     torch.testing.assert_close(w.sum(dim=1), torch.ones(7))
     assert torch.all(w[mask == 0] == 0)
+
+
+def test_gates_are_bounded_so_no_modality_outweighs_two_others() -> None:
+    """Whatever the gate network says, two present modalities' weights differ by at most
+    exp(2 * GATE_RANGE) < 2: a single modality never carries more weight than two others."""
+    model = build_model("gated", 10).eval()
+    feats, _, _ = _synthetic(64)
+    with torch.no_grad():
+        for p in model.score.parameters():  # a gate network pushed to its extremes
+            p.mul_(50.0)
+        w = model(feats, torch.ones(64, 3))["weights"]
+    ratio, bound = w.max(dim=1).values / w.min(dim=1).values, math.exp(2 * GATE_RANGE)
+    assert float(ratio.max()) <= bound + 1e-6 < 2.0
+    assert float(ratio.max()) > 1.0 + 0.9 * (bound - 1.0)  # the bound is reached: the gates do act
 
 
 def test_modality_dropout_keeps_a_non_empty_subset_of_what_is_present() -> None:
