@@ -118,8 +118,11 @@ def test_cli_train_and_report(tmp_path: Path) -> None:
     again = runner.invoke(app, args)  # no --version: the next free one
     assert again.exit_code == 0 and (tmp_path / "image_only" / "2" / "manifest.json").exists()
     (tmp_path / "REPORT.md").unlink()
+    trained_by = json.loads((tmp_path / "report.json").read_text())["command"]
     assert runner.invoke(app, ["report", "--out", str(tmp_path)]).exit_code == 0
-    assert "`image_only`" in (tmp_path / "REPORT.md").read_text()
+    rebuilt = (tmp_path / "REPORT.md").read_text()
+    assert "`image_only`" in rebuilt
+    assert f"Command: `{trained_by}`" in rebuilt  # a rebuilt report still names the training command
 
 
 def test_cli_rejects_unknown_model_with_a_message(tmp_path: Path) -> None:
