@@ -11,6 +11,7 @@ kills one with SIGKILL (docs/deploy.md says what a crash in the middle of an ans
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 import uuid
@@ -26,6 +27,8 @@ from tests.docker import podman as pm
 from tests.docker.helpers import ROOT, compose, http
 
 LB_IMAGE = "fusionserve-lb:nginx"
+FAIL_TIMEOUT_S = float(re.findall(r"fail_timeout=(\d+)s", (ROOT / "deploy/nginx/nginx.conf").read_text())[0])
+"""How long nginx keeps a replica out after ``max_fails`` failures (per worker process)."""
 API_IMAGE = "fusionserve:cpu"
 
 
@@ -125,6 +128,11 @@ def test_compose_scale_survives_a_stopped_replica_with_podman(tmp_path: Path) ->
             assert pm.podman("exec", lb, "id", "-u").stdout.strip() == "33"
             for replica in replicas:
                 wait_ready(replica)
+            # The readiness polls above reach a replica still loading through nginx: its 503s can
+            # have taken it out in one nginx worker, for fail_timeout after the last of them (a run
+            # stopped replica 1 five seconds after replica 2 was taken out so: 'no live upstreams').
+            # Wait that out, so the load starts with both replicas live in every worker.
+            time.sleep(FAIL_TIMEOUT_S + 1)
             with Load(port, 6, payload()) as load:
                 time.sleep(3)
                 pm.podman("stop", "-t", "10", killed)  # SIGTERM, as `docker compose stop` and Kubernetes
