@@ -59,14 +59,10 @@ def fit_log_temperature(logits: np.ndarray, labels: np.ndarray, levels: np.ndarr
     return w.detach()
 
 
-def ece_with(logits: np.ndarray, labels: np.ndarray, levels: np.ndarray, w: torch.Tensor) -> float:
-    z = torch.tensor(logits).double() / torch.exp(_design(levels) @ w)[:, None]
-    return 100.0 * ece(z, torch.tensor(labels))
-
-
 def on_test(logits: np.ndarray, labels: np.ndarray, levels: np.ndarray, w: torch.Tensor) -> str:
     """Benchmark ECE (%) with ``log T = [1, levels[:, :len(w) - 1]] @ w``, formatted for the table."""
-    return f"{ece_with(logits, labels, levels[:, : len(w) - 1], w):7.1f}"
+    z = torch.tensor(logits).double() / torch.exp(_design(levels[:, : len(w) - 1]) @ w)[:, None]
+    return f"{100.0 * ece(z, torch.tensor(labels)):7.1f}"
 
 
 def main(argv: list[str] | None = None) -> None:
