@@ -87,7 +87,8 @@ def report(out: Path, info: dict[str, Any]) -> Path:
         kept = {p.parent.name for p in latest_models(out)} - set(info.get("models", []))
         if kept and saved.exists():  # models this run did not retrain keep the rewrite note
             earlier = json.loads(saved.read_text(encoding="utf-8"))
-            info = {**info, **({"optimized": earlier["optimized"]} if "optimized" in earlier else {})}
+            if "optimized" in earlier:
+                info = {**info, "optimized": earlier["optimized"]}
         saved.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     elif saved.exists():
         info = {**json.loads(saved.read_text(encoding="utf-8")), **info}
