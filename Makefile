@@ -39,7 +39,7 @@ data: $(VENV)/.dev sysdeps
 
 ## train: train every fusion and baseline on DATA (default: the digits), export to models/ (shapes: models/shapes/), write REPORT.md
 train: $(VENV)/.dev sysdeps
-	$(BIN)/python -m training train --fusion all --data $(DATA) --out $(MODELS_OUT) --version 1
+	$(BIN)/python -m training train --fusion all --data $(DATA) --out $(MODELS_OUT) --version 1 --jobs 2
 
 ## seeds: after make train, retrain late and gated with seeds 1 and 2 (slow) and add mean +- sd to REPORT.md
 seeds: $(VENV)/.dev sysdeps

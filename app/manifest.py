@@ -67,6 +67,11 @@ class DecodeParams(BaseModel):
     """Window length in samples at ``sample_rate`` (longer clips keep their most energetic window)."""
     text_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=8, le=4096)
     """UTF-8 bytes kept of a text (cut at a character boundary, zero padded)."""
+    audio_normalize: bool = True
+    """The graph's log-mel front end removes each band's mean over the window (a stationary noise
+    floor, the gain and a microphone's colouring go; right for speech). A class told apart by a
+    steady sound, e.g. a tone's pitch, needs false. Read by training only: the server decodes
+    audio the same way either way."""
 
     @model_validator(mode="after")
     def _grey_normalize(self) -> DecodeParams:

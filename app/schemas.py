@@ -265,6 +265,10 @@ class InputSpec(BaseModel):
     audio_samples: int
     audio_seconds: float
     text_bytes: int
+    audio_normalize: bool = Field(
+        default=True,
+        description="The graph removes each log-mel band's mean over the window (docs/specs.md).",
+    )
     summary: str = Field(description="e.g. '28x28 grey, 1 s at 16000 Hz, 64 bytes'.")
 
 

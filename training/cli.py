@@ -46,11 +46,19 @@ RateOption = Annotated[int | None, typer.Option(min=4000, max=48000, help=f"{_SP
 TextBytesOption = Annotated[
     int | None, typer.Option(min=8, max=4096, help=f"{_SPEC}: text length, UTF-8 bytes.")
 ]
+AudioNormalizeOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--audio-normalize/--no-audio-normalize",
+        help=f"{_SPEC}: remove each log-mel band's mean (speech; default). Off for steady sounds like tones.",
+        show_default=False,
+    ),
+]
 
 
 def spec_choices(
     image_size: int | None, image_channels: int | None, audio_seconds: float | None,
-    sample_rate: int | None, text_bytes: int | None,
+    sample_rate: int | None, text_bytes: int | None, audio_normalize: bool | None = None,
 ) -> dict[str, object]:  # fmt: skip
     """The spec options as :func:`training.data.load_dataset`'s ``spec`` (``None`` = derive)."""
     if image_channels == 2:
@@ -61,6 +69,7 @@ def spec_choices(
         "audio_seconds": audio_seconds,
         "sample_rate": sample_rate,
         "text_bytes": text_bytes,
+        "audio_normalize": audio_normalize,
     }
 
 
@@ -98,12 +107,13 @@ def data(
     audio_seconds: SecondsOption = None,
     sample_rate: RateOption = None,
     text_bytes: TextBytesOption = None,
+    audio_normalize: AudioNormalizeOption = None,
 ) -> None:
     """Build (or load from the cache) a data set and print its fingerprint and input spec."""
     from training.data import MissingToolError, load_dataset
     from training.data import export as export_dataset
 
-    spec = spec_choices(image_size, image_channels, audio_seconds, sample_rate, text_bytes)
+    spec = spec_choices(image_size, image_channels, audio_seconds, sample_rate, text_bytes, audio_normalize)
     start = time.perf_counter()
     try:
         ds = load_dataset(source, seed=seed, limit=limit, cache_dir=cache_dir, progress=progress, spec=spec)
@@ -166,12 +176,17 @@ def train(
     limit: LimitOption = None,
     cache_dir: CacheDirOption = None,
     threads: Annotated[int, typer.Option(min=1, help="torch intra-op threads.")] = 1,
+    jobs: Annotated[
+        int,
+        typer.Option(min=1, help="Models trained at a time, one process each (make train: 2, one per core)."),
+    ] = 1,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     image_size: ImageSizeOption = None,
     image_channels: ChannelsOption = None,
     audio_seconds: SecondsOption = None,
     sample_rate: RateOption = None,
     text_bytes: TextBytesOption = None,
+    audio_normalize: AudioNormalizeOption = None,
 ) -> None:
     """Train, export (with a parity check) and evaluate models, then rewrite OUT/REPORT.md."""
     import sys
@@ -184,7 +199,7 @@ def train(
         names = resolve_models(fusion)
     except ValueError as exc:
         raise fail(str(exc)) from exc
-    spec = spec_choices(image_size, image_channels, audio_seconds, sample_rate, text_bytes)
+    spec = spec_choices(image_size, image_channels, audio_seconds, sample_rate, text_bytes, audio_normalize)
     out = out if out is not None else fresh_run_dir()
     start = time.perf_counter()
     try:
@@ -198,6 +213,7 @@ def train(
             limit=limit,
             cache_dir=cache_dir,
             threads=threads,
+            jobs=jobs,
             progress=progress,
             command="python -m training " + " ".join(sys.argv[1:]),
             spec=spec,

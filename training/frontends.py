@@ -23,8 +23,8 @@ nothing above it, so bands there would see a silence the model never trained on.
 (audio_only, built-in data): unseen speakers 84.7% -> 91.3% with bands over 0-4 kHz instead of
 0-8 kHz, noisy benchmark 43.6% -> 40.2% (issue 10's experiment: steadier on 8 kHz input)."""
 FRAMES = 1 + (16_000 - N_FFT) // HOP  # 99: the digits' spec (1 s at 16 kHz); see n_frames()
-LOG_MEL_MEAN = -6.0  # rough centring of log-power mel values; refined by BatchNorm downstream
-LOG_MEL_STD = 4.0
+LOG_MEL_STD = 4.0  # rough scale of log-power mel values; refined by BatchNorm downstream
+LOG_MEL_CENTRE = -6.0  # rough centre of log-power mel values, for a spec without the mean removal
 
 
 def mel_filterbank(n_freqs: int, n_mels: int, sample_rate: int, f_max: float = F_MAX) -> np.ndarray:
@@ -67,6 +67,14 @@ def n_frames(samples: int, sample_rate: int) -> int:
 class LogMel(nn.Module):
     """Waveform ``[B, samples]`` -> normalised log-mel ``[B, 1, N_MELS, frames]``.
 
+    Each band's mean over the window is subtracted (cepstral mean normalisation in the log-mel
+    domain): a stationary noise floor, a microphone's colouring and the recording's gain all
+    shift a band by a constant, which this removes. Measured (``audio_only``, built-in data,
+    ``python -m training.experiments.online_noise``, trained with online heavy noise, seed 0):
+    noisy benchmark 48.4 -> 49.9%, unseen speakers 79.5 -> 93.8%, clean 89.5 -> 95.9% against
+    the same training without it. A steady sound (a tone whose pitch is the class) becomes
+    flat, so a spec with ``audio_normalize`` false keeps a fixed centring instead.
+
     The STFT is a strided Conv1d over fixed Hann-windowed cos/sin DFT bases: the ONNX STFT op
     costs ~12x more at inference (DESIGN §2), while this form is two dense ops. ``sample_rate``
     is the spec's; the window length in samples only sets the number of frames.
@@ -75,8 +83,9 @@ class LogMel(nn.Module):
     bases: torch.Tensor
     mel: torch.Tensor
 
-    def __init__(self, sample_rate: int = SAMPLE_RATE) -> None:
+    def __init__(self, sample_rate: int = SAMPLE_RATE, normalize: bool = True) -> None:
         super().__init__()
+        self.normalize = normalize
         n_fft, self.hop = stft_params(sample_rate)
         n_freqs = n_fft // 2 + 1
         n = np.arange(n_fft)
@@ -92,8 +101,10 @@ class LogMel(nn.Module):
         spec = nn.functional.conv1d(audio.unsqueeze(1), self.bases, stride=self.hop)  # [B, 2F, T]
         power = spec[:, : self.n_freqs] ** 2 + spec[:, self.n_freqs :] ** 2
         mel = torch.matmul(self.mel, power)  # [B, M, T]
-        logmel = (torch.log(mel + 1e-6) - LOG_MEL_MEAN) / LOG_MEL_STD
-        return logmel.unsqueeze(1)
+        logmel = torch.log(mel + 1e-6)
+        if not self.normalize:  # a fixed centring instead (the front end before the mean removal)
+            return ((logmel - LOG_MEL_CENTRE) / LOG_MEL_STD).unsqueeze(1)
+        return ((logmel - logmel.mean(dim=2, keepdim=True)) / LOG_MEL_STD).unsqueeze(1)
 
 
 class ImageFrontend(nn.Module):

@@ -27,7 +27,7 @@ class FusionGraph(nn.Module):
         self.core = core
         self.spec = cast(DecodeParams, core.spec)
         self.image_fe = ImageFrontend()
-        self.audio_fe = LogMel(self.spec.sample_rate)
+        self.audio_fe = LogMel(self.spec.sample_rate, self.spec.audio_normalize)
         self.text_fe = TextFrontend()
         self.extra_outputs = ["weights"] if core.kind == "gated" else []
 
@@ -57,7 +57,7 @@ class UnimodalGraph(nn.Module):
         self.spec = cast(DecodeParams, core.spec)
         self.extra_outputs: list[str] = []
         self.frontend: nn.Module = (
-            LogMel(self.spec.sample_rate)
+            LogMel(self.spec.sample_rate, self.spec.audio_normalize)
             if self.modality == "audio"
             else {"image": ImageFrontend, "text": TextFrontend}[self.modality]()
         )
@@ -82,7 +82,11 @@ def featurize(
     image: np.ndarray, audio: np.ndarray, text: np.ndarray, chunk: int = 1000, spec: DecodeParams = DIGITS
 ) -> Features:
     """Run the fixed front ends over whole arrays once (the expensive one is the log-mel)."""
-    image_fe, audio_fe, text_fe = ImageFrontend(), LogMel(spec.sample_rate), TextFrontend()
+    image_fe, audio_fe, text_fe = (
+        ImageFrontend(),
+        LogMel(spec.sample_rate, spec.audio_normalize),
+        TextFrontend(),
+    )
     mels = [
         audio_fe(torch.from_numpy(np.ascontiguousarray(audio[i : i + chunk])))
         for i in range(0, len(audio), chunk)

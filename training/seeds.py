@@ -62,12 +62,13 @@ def train_seeds(
     """Train, calibrate, export (to a temporary folder) and tier-evaluate each model per seed."""
     from training.data import load_dataset
     from training.export import export_model
-    from training.pipeline import _tensors, train_calibrated
+    from training.pipeline import _tensors, calibration_rows, online_noise, train_calibrated
     from training.tiers_eval import evaluate_repository, load_eval_tiers
 
     ds = load_dataset(source, seed=data_seed, limit=limit, cache_dir=cache_dir, progress=progress)
     train, val, test = (ds.split_view(s) for s in ("train", "val", "test"))
     train_t, val_t = _tensors(train), _tensors(val)
+    noise = online_noise(train)
     tiers = load_eval_tiers(source, test, seed=data_seed, limit=limit, cache_dir=cache_dir, progress=progress)
     results: dict[int, dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="fusion-seeds-") as tmp:
@@ -76,7 +77,8 @@ def train_seeds(
             for name in names:
                 model, training, _ = train_calibrated(
                     name, len(ds.labels), train_t, val_t, epochs=epochs, seed=seed, threads=threads,
-                    source=source, limit=limit, progress=progress, spec=ds.spec,
+                    source=source, limit=limit, progress=progress, spec=ds.spec, noise=noise,
+                    calibration_set=calibration_rows(val, val_t, seed) if noise else None,
                 )  # fmt: skip
                 dirs.append(
                     export_model(

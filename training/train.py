@@ -12,6 +12,9 @@ normal input:
   agree) or by pure noise, label unchanged. The fused answer must follow the others (gated
   learns to gate the odd one down); a swapped modality's own path is taught the other class,
   a noise one gets no per-modality loss.
+- **online heavy noise** (every model, data sets that record their noise levels): a share of
+  each batch is re-noised at fresh benchmark-range levels before anything else
+  (:mod:`training.online_noise`).
 
 The checkpoint kept is the epoch with the best validation accuracy (averaged over all modality
 subsets for fusions).
@@ -33,6 +36,7 @@ from app.manifest import DecodeParams
 from training.encoders import DIGITS
 from training.fusion import SUBSETS, UNIMODAL, Features, build_model
 from training.graph import featurize
+from training.online_noise import OnlineNoise
 
 __all__ = ["SUBSETS", "TrainConfig", "evaluate", "predict_logits", "train_model"]
 
@@ -58,6 +62,7 @@ class TrainConfig:
     modality_dropout: float = 0.75  # probability a row sees a proper subset (each of the 6 equally)
     conflict: float = 0.2  # fraction of multi-modality rows with one modality swapped or noised
     aux_weight: float = 1.0  # weight of each per-modality (unimodal path) loss
+    online_noise: float = 0.0  # share of each batch re-noised at heavy levels (training.online_noise.SHARE)
     threads: int = 1  # torch intra-op threads; >1 collapses when another process shares the cores
     extra: dict[str, object] = field(default_factory=dict)
 
@@ -164,6 +169,7 @@ def train_one_epoch(
     cfg: TrainConfig,
     gen: torch.Generator,
     bank: Features | None = None,
+    noise: OnlineNoise | None = None,
 ) -> float:
     """One pass over the training features; returns the mean loss."""
     model.train()
@@ -173,6 +179,8 @@ def train_one_epoch(
     for start in range(0, len(order), cfg.batch_size):
         idx = order[start : start + cfg.batch_size]
         batch, present, y = _take(feats, idx), mask[idx], labels[idx]
+        if noise is not None:
+            batch = noise(batch, idx, gen, only=UNIMODAL.get(cfg.model))
         if unimodal:
             out = model(batch, present)
             loss = nn.functional.cross_entropy(out["logits"], y)
@@ -232,12 +240,20 @@ def train_model(
     val: tuple[Features, torch.Tensor, torch.Tensor],
     progress: bool = True,
     spec: DecodeParams = DIGITS,
+    noise: OnlineNoise | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train ``cfg.model`` for input ``spec``; returns the best-validation model and its history.
+
+    ``noise`` re-noises a share of each batch of ``train`` (its rows, in order); ``cfg.online_noise``
+    must be its share, so the manifest says what was done.
 
     With ``progress`` a bar per model shows the epoch, loss and validation accuracy, and stays
     as one line per model when it is done.
     """
+    if (noise.share if noise else 0.0) != cfg.online_noise:
+        raise ValueError(
+            f"cfg.online_noise is {cfg.online_noise} but the noise given has share {noise and noise.share}"
+        )
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -251,7 +267,7 @@ def train_model(
     start = time.perf_counter()
     bar = tqdm(range(cfg.epochs), desc=f"{cfg.model:>13}", disable=not progress, leave=True, unit="epoch")
     for epoch in bar:
-        loss = train_one_epoch(model, feats, mask, labels, opt, sched, cfg, gen, bank)
+        loss = train_one_epoch(model, feats, mask, labels, opt, sched, cfg, gen, bank, noise)
         score = evaluate(model, *val, cfg.model)
         history.append({"epoch": epoch + 1, "loss": round(loss, 4), "val": round(score, 4)})
         if score > best:

@@ -111,7 +111,8 @@ def test_modality_dropout_keeps_a_non_empty_subset_of_what_is_present() -> None:
 
 
 def test_logmel_matches_a_reference_stft() -> None:
-    """The Conv1d DFT front end equals torch.stft's power spectrum through the same mel matrix."""
+    """The Conv1d DFT front end equals torch.stft's power spectrum through the same mel matrix,
+    each band's mean over time removed."""
     rng = np.random.default_rng(0)
     audio = torch.from_numpy((rng.standard_normal((2, 16000)) * 0.3).astype(np.float32))
     fe = LogMel()
@@ -119,8 +120,32 @@ def test_logmel_matches_a_reference_stft() -> None:
     assert ours.shape == (2, 1, N_MELS, FRAMES)
     window = torch.hann_window(N_FFT, periodic=True)
     spec = torch.stft(audio, N_FFT, HOP, window=window, center=False, return_complex=True).abs() ** 2
-    ref = (torch.log(torch.matmul(fe.mel, spec) + 1e-6) + 6.0) / 4.0
+    log = torch.log(torch.matmul(fe.mel, spec) + 1e-6)
+    ref = (log - log.mean(dim=2, keepdim=True)) / 4.0
     torch.testing.assert_close(ours.squeeze(1), ref, atol=2e-3, rtol=1e-3)
+
+
+def test_logmel_ignores_gain_and_a_constant_colouring() -> None:
+    """Scaling a clip (a quieter recording) moves every log-mel band by the same constant, which
+    the per-band mean removal takes out: the features do not change (up to the log's 1e-6
+    floor, which near-empty bins of a single-bin band reach)."""
+    rng = np.random.default_rng(1)
+    audio = torch.from_numpy((rng.standard_normal((1, 16000)) * 0.3).astype(np.float32))
+    fe = LogMel()
+    torch.testing.assert_close(fe(audio * 0.5), fe(audio), atol=1e-2, rtol=0)
+    assert float((fe(audio * 0.05) - fe(audio)).abs().mean()) < 0.02  # the features span about +-2
+
+
+def test_a_steady_tone_is_flat_after_the_mean_removal_and_kept_without_it() -> None:
+    """Why ``audio_normalize`` is a spec choice: a tone that fills the window is constant in time,
+    so removing each band's mean leaves nothing of its pitch; the fixed centring keeps it."""
+    from tests.media_fixtures import tone
+
+    clips = torch.from_numpy(np.stack([tone(1.0, 16000, freq=f, amplitude=0.4) for f in (300, 900)]))
+    flat = LogMel()(clips.float())
+    assert float(flat.abs().amax()) < 0.05
+    kept = LogMel(normalize=False)(clips.float())
+    assert float((kept[0] - kept[1]).abs().amax()) > 1.0  # the two pitches differ
 
 
 def test_training_is_deterministic_and_learns() -> None:

@@ -90,6 +90,17 @@ def test_report_accuracy_matches_an_independent_onnx_run(trained: Path) -> None:
     assert accuracy == pytest.approx(float((pred == test.label).mean()), abs=1e-4)
 
 
+def test_parallel_jobs_give_the_same_model_files(trained: Path, tmp_path: Path) -> None:
+    """``--jobs 2`` (make train) trains each model in its own spawned process: the files are the
+    ones a one-process run writes, byte for byte."""
+    run(["text_only", "late"], limit=LIMIT, epochs=2, out=tmp_path, progress=False, jobs=2)
+    for name in ("text_only", "late"):
+        assert (tmp_path / name / "1" / "model.onnx").read_bytes() == (
+            trained / name / "1" / "model.onnx"
+        ).read_bytes()
+    assert json.loads((tmp_path / "report.json").read_text())["jobs"] == 2
+
+
 def test_resolve_models() -> None:
     assert resolve_models("baselines") == ["image_only", "audio_only", "text_only"]
     assert resolve_models("late, early") == ["late", "early"]
