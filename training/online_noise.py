@@ -19,10 +19,12 @@ noise to take the whole-clip SNR from the stored one to the target, as
 :func:`training.data.noise.audio_noise` measures it), and a character survives two rounds of
 edits at ``s`` and ``q`` with probability ``(1 - s)(1 - q)``, so ``q = 1 - (1 - t) / (1 - s)``.
 
-Measured (``python -m training.experiments.online_noise``, ``audio_only`` with the log-mel's
-per-band mean removed, seeds 0 and 1): benchmark 33.8 -> 51.5 and 36.5 (no CMN) -> 48.4%, unseen
-speakers 93.8 -> 92.2 and 91.7 -> 93.7%, clean 96.6 -> 94.4 and 94.3 -> 92.0% with ``share`` 0.5;
-0.75 gave 52.1 / 86.9 / 90.0 (the unseen speakers pay), 0.25 about half the gain.
+Measured (``python -m training.experiments.online_noise``, ``audio_only``, seed 0, with the
+log-mel's per-band mean removed; benchmark / clean / unseen speakers): stored noise only 33.6 /
+95.9 / 93.7%, with ``share`` 0.5 49.9 / 95.9 / 93.8% (the table in docs/training.md). An earlier
+version of the script (seed 1, without the mean removal as its baseline) gave 36.5 -> 48.4% on
+the benchmark and 91.7 -> 93.7% on the unseen speakers; ``share`` 0.75 made the unseen speakers
+pay (86.9%), 0.25 gave about half the gain.
 
 Only data sets that record each sample's noise levels (``info["<modality>_level"]``, the
 built-in digits) get it; others train on their stored samples alone.

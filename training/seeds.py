@@ -74,11 +74,12 @@ def train_seeds(
     with tempfile.TemporaryDirectory(prefix="fusion-seeds-") as tmp:
         for seed in seeds:
             dirs = []
+            calibration_set = calibration_rows(val, val_t, seed) if noise else None
             for name in names:
                 model, training, _ = train_calibrated(
                     name, len(ds.labels), train_t, val_t, epochs=epochs, seed=seed, threads=threads,
                     source=source, limit=limit, progress=progress, spec=ds.spec, noise=noise,
-                    calibration_set=calibration_rows(val, val_t, seed) if noise else None,
+                    calibration_set=calibration_set,
                 )  # fmt: skip
                 dirs.append(
                     export_model(
