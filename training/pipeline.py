@@ -283,7 +283,9 @@ def _train_export(
     return path, line
 
 
-_WORKER: dict[_Source, _Context] = {}
+_WORKER: list[tuple[_Source, _Context]] = []
+"""The data a worker process loaded last, kept for its next model (compared by value: a
+``_Source`` holds the CLI's spec options, a dict, so it cannot be a dict key)."""
 COST = {
     "intermediate": 4,
     "late": 4,
@@ -299,10 +301,9 @@ COST = {
 def _in_worker(name: str, src: _Source, train: dict[str, Any]) -> tuple[Path, str]:
     """One model in a worker process; the worker loads the data once for all its models."""
     torch.set_num_threads(int(train["threads"]))
-    if src not in _WORKER:
-        _WORKER.clear()
-        _WORKER[src] = _context(src)
-    return _train_export(name, _WORKER[src], **train)
+    if not _WORKER or _WORKER[0][0] != src:
+        _WORKER[:] = [(src, _context(src))]
+    return _train_export(name, _WORKER[0][1], **train)
 
 
 def run(

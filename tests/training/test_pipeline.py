@@ -92,8 +92,12 @@ def test_report_accuracy_matches_an_independent_onnx_run(trained: Path) -> None:
 
 def test_parallel_jobs_give_the_same_model_files(trained: Path, tmp_path: Path) -> None:
     """``--jobs 2`` (make train) trains each model in its own spawned process: the files are the
-    ones a one-process run writes, byte for byte."""
-    run(["text_only", "late"], limit=LIMIT, epochs=2, out=tmp_path, progress=False, jobs=2)
+    ones a one-process run writes, byte for byte. Run through the CLI, as ``make train`` does, so
+    the worker gets the CLI's spec options too."""
+    args = ["train", "--fusion", "text_only,late", "--limit", str(LIMIT), "--epochs", "2"]
+    args += ["--out", str(tmp_path), "--version", "1", "--jobs", "2", "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
     for name in ("text_only", "late"):
         assert (tmp_path / name / "1" / "model.onnx").read_bytes() == (
             trained / name / "1" / "model.onnx"
