@@ -14,6 +14,8 @@ from typing import Annotated
 
 import typer
 
+from training import EPOCHS
+
 app = typer.Typer(
     help="Build data sets, train and export fusion models, write the report.",
     no_args_is_help=True,
@@ -163,7 +165,7 @@ def fresh_run_dir(root: Path = RUNS_DIR) -> Path:
 def train(
     fusion: ModelsOption = "all",
     source: SourceOption = "default",
-    epochs: Annotated[int, typer.Option(min=1, help="Training epochs per model.")] = 12,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs per model.")] = EPOCHS,
     seed: SeedOption = 0,
     out: Annotated[
         Path | None,

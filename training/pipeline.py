@@ -21,6 +21,7 @@ from torch import nn
 
 from app.contract import latest_version_dir
 from app.manifest import DecodeParams, Manifest
+from training import EPOCHS
 from training.calibration import calibrate, ece
 from training.data import MultimodalDataset, load_dataset
 from training.data.digits import NOISE_LEVELS
@@ -310,7 +311,7 @@ def run(
     models: list[str],
     *,
     source: str = "default",
-    epochs: int = 12,
+    epochs: int = EPOCHS,
     seed: int = 0,
     out: Path = Path("models"),
     version: int | None = None,

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from training import EPOCHS
 from training.cli import CacheDirOption, LimitOption, SourceOption, app, fail
 
 
@@ -53,7 +54,7 @@ def train_seeds(
     *,
     source: str = "default",
     data_seed: int = 0,
-    epochs: int = 12,
+    epochs: int = EPOCHS,
     limit: int | None = None,
     cache_dir: Path | None = None,
     threads: int = 1,
@@ -104,7 +105,7 @@ def seeds(
     fusion: Annotated[str, typer.Option("--models", help="Comma-separated model names.")] = "late,gated",
     seed_list: Annotated[str, typer.Option("--seeds", help="Extra training seeds, comma-separated.")] = "1,2",
     source: SourceOption = "default",
-    epochs: Annotated[int, typer.Option(min=1, help="Training epochs per model (as make train).")] = 12,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs per model (as make train).")] = EPOCHS,
     out: Annotated[
         Path, typer.Option(help="Model repository whose report.json and REPORT.md get the seeds.")
     ] = Path("models"),

@@ -33,6 +33,7 @@ from torch import nn
 from tqdm import tqdm
 
 from app.manifest import DecodeParams
+from training import EPOCHS
 from training.encoders import DIGITS
 from training.fusion import SUBSETS, UNIMODAL, Features, build_model
 from training.graph import featurize
@@ -54,7 +55,7 @@ class TrainConfig:
     """Everything that decides a trained model; saved into its manifest."""
 
     model: str
-    epochs: int = 12
+    epochs: int = EPOCHS
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 1e-4
