@@ -43,7 +43,7 @@ train: $(VENV)/.dev sysdeps
 
 ## seeds: after make train, retrain late and gated with seeds 1 and 2 (slow) and add mean +- sd to REPORT.md
 seeds: $(VENV)/.dev sysdeps
-	$(BIN)/python -m training seeds --models late,gated --seeds 1,2
+	$(BIN)/python -m training seeds --models late,gated --seeds 1,2 --jobs 2
 
 ## podman: Podman, its settings and the stand-in base image the container tests build on (as root;
 ## docs/docker.md). CI runs it before `make test`, where tests/docker/test_podman.py builds the image.

@@ -198,7 +198,7 @@ class _Context:
 
 
 @dataclass(frozen=True)
-class _Source:
+class DataSource:
     """Where a run's data comes from (picklable, so a worker process can load it too)."""
 
     source: str
@@ -209,7 +209,9 @@ class _Source:
     spec: SpecOverrides | None
 
 
-def _load(src: _Source) -> tuple[MultimodalDataset, MultimodalDataset, MultimodalDataset, MultimodalDataset]:
+def _load(
+    src: DataSource,
+) -> tuple[MultimodalDataset, MultimodalDataset, MultimodalDataset, MultimodalDataset]:
     ds = load_dataset(
         src.source,
         seed=src.seed,
@@ -224,7 +226,7 @@ def _load(src: _Source) -> tuple[MultimodalDataset, MultimodalDataset, Multimoda
     return ds, train, val, test
 
 
-def _context(src: _Source) -> _Context:
+def _context(src: DataSource) -> _Context:
     ds, train, val, test = _load(src)
     train_t, val_t = _tensors(train), _tensors(val)
     noise = online_noise(train)
@@ -284,9 +286,9 @@ def _train_export(
     return path, line
 
 
-_WORKER: list[tuple[_Source, _Context]] = []
+_WORKER: list[tuple[DataSource, _Context]] = []
 """The data a worker process loaded last, kept for its next model (compared by value: a
-``_Source`` holds the CLI's spec options, a dict, so it cannot be a dict key)."""
+``DataSource`` holds the CLI's spec options, a dict, so it cannot be a dict key)."""
 COST = {
     "intermediate": 4,
     "late": 4,
@@ -299,12 +301,22 @@ COST = {
 """Rough relative training time, so parallel jobs start the longest models first."""
 
 
-def _in_worker(name: str, src: _Source, train: dict[str, Any]) -> tuple[Path, str]:
-    """One model in a worker process; the worker loads the data once for all its models."""
-    torch.set_num_threads(int(train["threads"]))
+def worker_context(src: DataSource) -> _Context:
+    """``src``'s data in this process, loaded once for all the models a worker trains."""
     if not _WORKER or _WORKER[0][0] != src:
         _WORKER[:] = [(src, _context(src))]
-    return _train_export(name, _WORKER[0][1], **train)
+    return _WORKER[0][1]
+
+
+def spawn_pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes for ``--jobs``: spawned, so each loads the cached data set itself."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _in_worker(name: str, src: DataSource, train: dict[str, Any]) -> tuple[Path, str]:
+    """One model in a worker process."""
+    torch.set_num_threads(int(train["threads"]))
+    return _train_export(name, worker_context(src), **train)
 
 
 def run(
@@ -332,7 +344,7 @@ def run(
     """
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    src = _Source(source, seed, limit, cache_dir, progress, spec)
+    src = DataSource(source, seed, limit, cache_dir, progress, spec)
     train_args: dict[str, Any] = {
         "epochs": epochs, "seed": seed, "threads": threads, "source": source, "limit": limit,
         "out": out, "version": version,
@@ -340,9 +352,7 @@ def run(
     found: dict[str, Path] = {}
     if jobs > 1 and len(models) > 1:
         ds, train, val, test = _load(src)
-        workers = min(jobs, len(models))
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        with spawn_pool(min(jobs, len(models))) as pool:
             ordered = sorted(models, key=lambda n: -COST.get(n, 4))
             futures = {
                 pool.submit(_in_worker, n, replace(src, progress=False), {**train_args, "progress": False}): n

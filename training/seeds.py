@@ -14,14 +14,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
 
 from training import EPOCHS
 from training.cli import CacheDirOption, LimitOption, SourceOption, app, fail
+
+if TYPE_CHECKING:
+    from training.pipeline import DataSource
 
 
 def summarise(
@@ -48,6 +53,35 @@ def summarise(
     return out
 
 
+def seed_model(
+    name: str, seed: int, src: DataSource, *, epochs: int, threads: int, out: Path, progress: bool
+) -> Path:
+    """Train, calibrate and export one model with training seed ``seed`` into ``out/seed<seed>``
+    (in this process or a ``--jobs`` worker: the same files either way)."""
+    import torch
+
+    from training.export import export_model
+    from training.pipeline import calibration_rows, train_calibrated, worker_context
+
+    torch.set_num_threads(threads)
+    ctx = worker_context(src)
+    calibration_set = calibration_rows(ctx.val, ctx.val_t, seed) if ctx.noise else None
+    model, training, _ = train_calibrated(
+        name, len(ctx.ds.labels), ctx.train_t, ctx.val_t, epochs=epochs, seed=seed, threads=threads,
+        source=src.source, limit=src.limit, progress=progress, spec=ctx.ds.spec, noise=ctx.noise,
+        calibration_set=calibration_set,
+    )  # fmt: skip
+    return export_model(
+        model,
+        name=name,
+        out=out / f"seed{seed}",
+        version=1,
+        labels=ctx.ds.labels,
+        training=training,
+        data_fingerprint=ctx.ds.fingerprint,
+    )
+
+
 def train_seeds(
     names: list[str],
     seeds: list[int],
@@ -58,42 +92,39 @@ def train_seeds(
     limit: int | None = None,
     cache_dir: Path | None = None,
     threads: int = 1,
+    jobs: int = 1,
     progress: bool = True,
 ) -> dict[int, dict[str, dict[str, float]]]:
-    """Train, calibrate, export (to a temporary folder) and tier-evaluate each model per seed."""
-    from training.data import load_dataset
-    from training.export import export_model
-    from training.pipeline import _tensors, calibration_rows, online_noise, train_calibrated
+    """Train, calibrate, export (to a temporary folder) and tier-evaluate each model per seed.
+
+    ``jobs`` > 1 trains that many models at a time, each in its own spawned process, as
+    ``train --jobs`` does; every model is the same as when trained alone."""
+    from training.pipeline import DataSource, spawn_pool, worker_context
     from training.tiers_eval import evaluate_repository, load_eval_tiers
 
-    ds = load_dataset(source, seed=data_seed, limit=limit, cache_dir=cache_dir, progress=progress)
-    train, val, test = (ds.split_view(s) for s in ("train", "val", "test"))
-    train_t, val_t = _tensors(train), _tensors(val)
-    noise = online_noise(train)
-    tiers = load_eval_tiers(source, test, seed=data_seed, limit=limit, cache_dir=cache_dir, progress=progress)
+    src = DataSource(source, data_seed, limit, cache_dir, progress, None)
+    tasks = [(seed, name) for seed in seeds for name in names]
     results: dict[int, dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="fusion-seeds-") as tmp:
+        one = partial(seed_model, epochs=epochs, threads=threads, out=Path(tmp))
+        if jobs > 1 and len(tasks) > 1:
+            quiet = replace(src, progress=False)
+            with spawn_pool(min(jobs, len(tasks))) as pool:
+                futures = [pool.submit(one, n, s, quiet, progress=False) for s, n in tasks]
+                paths = [f.result() for f in futures]
+        else:
+            paths = [one(n, s, src, progress=progress) for s, n in tasks]
+        found = dict(zip(tasks, paths, strict=True))
+        tiers = load_eval_tiers(
+            source,
+            worker_context(src).test,
+            seed=data_seed,
+            limit=limit,
+            cache_dir=cache_dir,
+            progress=progress,
+        )
         for seed in seeds:
-            dirs = []
-            calibration_set = calibration_rows(val, val_t, seed) if noise else None
-            for name in names:
-                model, training, _ = train_calibrated(
-                    name, len(ds.labels), train_t, val_t, epochs=epochs, seed=seed, threads=threads,
-                    source=source, limit=limit, progress=progress, spec=ds.spec, noise=noise,
-                    calibration_set=calibration_set,
-                )  # fmt: skip
-                dirs.append(
-                    export_model(
-                        model,
-                        name=name,
-                        out=Path(tmp) / f"seed{seed}",
-                        version=1,
-                        labels=ds.labels,
-                        training=training,
-                        data_fingerprint=ds.fingerprint,
-                    )
-                )
-            evaluation = evaluate_repository(dirs, tiers, seed=0)
+            evaluation = evaluate_repository([found[seed, n] for n in names], tiers, seed=0)
             results[seed] = {n: m["headline"] for n, m in evaluation["models"].items()}
             if progress:
                 typer.echo(f"seed {seed}: {json.dumps(results[seed])}")
@@ -112,6 +143,9 @@ def seeds(
     limit: LimitOption = None,
     cache_dir: CacheDirOption = None,
     threads: Annotated[int, typer.Option(min=1, help="torch intra-op threads.")] = 1,
+    jobs: Annotated[
+        int, typer.Option(min=1, help="Models trained at a time, one process each (make seeds: 2).")
+    ] = 1,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Retrain MODELS with extra seeds and store mean ± sd of the headline numbers in OUT/report.json."""
@@ -143,6 +177,7 @@ def seeds(
         limit=limit,
         cache_dir=cache_dir,
         threads=threads,
+        jobs=jobs,
         progress=progress,
     )
     per_seed[data_seed] = {n: base[n]["headline"] for n in names}

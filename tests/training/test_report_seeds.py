@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from training import seeds  # noqa: F401  (registers the command)
 from training.cli import app
 from training.pipeline import run
+from training.seeds import train_seeds
 
 LIMIT = 200
 
@@ -29,3 +30,13 @@ def test_seeds_adds_mean_and_spread_to_the_report(tmp_path: Path) -> None:
     assert stats["mean"] == pytest.approx(sum(stats["values"]) / 2, abs=1e-4)
     assert "## Seeds (training seeds 0, 1, same data)" in (tmp_path / "REPORT.md").read_text()
     assert not list(tmp_path.glob("seed*"))  # the extra seeds' models never enter the repository
+
+
+@pytest.mark.slow
+def test_parallel_seeds_match_the_one_process_run() -> None:
+    """``seeds --jobs 2`` (make seeds) trains each (seed, model) in its own spawned process: the
+    numbers are the ones a one-process run gives."""
+    args = {"limit": LIMIT, "epochs": 1, "progress": False}
+    alone = train_seeds(["late", "text_only"], [1, 2], **args)
+    assert train_seeds(["late", "text_only"], [1, 2], jobs=2, **args) == alone
+    assert set(alone) == {1, 2} and set(alone[1]) == {"late", "text_only"}
