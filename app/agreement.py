@@ -13,9 +13,10 @@ DIGITS = 6
 RULES_OUT_BELOW = 0.1
 """A modality *rules out* the fused answer when, alone, it gives that label less than this
 probability. Merely naming another label is not enough: on clean samples whose three modalities
-show the same digit, one modality alone names another label in 9-11% of them (a hard sample, not
-a conflict), but rules the answer out in 4.1-4.6% (late, gated, intermediate; ``python -m
-bench.agreement``), while a modality swapped to another class's sample rules it out in 96.9-100%."""
+show the same digit, one modality alone names another label in 7-10% of them (a hard sample, not
+a conflict), but rules the answer out in 3.7-5.5% (late, gated, intermediate; the committed
+models, ``python -m bench.agreement``), while a modality swapped to another class's sample rules
+it out in 98.0-100% (docs/api.md)."""
 LOW_CONFIDENCE = "low_confidence"
 CONFLICT = "conflict"
 
