@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import os
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
@@ -308,9 +310,31 @@ def worker_context(src: DataSource) -> _Context:
     return _WORKER[0][1]
 
 
+PARENT_POLL_SECONDS = 1.0
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In a worker: exit as soon as the process that started it is gone. A ``kill`` of the run
+    (SIGTERM or SIGKILL, which reach only that process) would otherwise leave its workers
+    training for minutes and writing into ``--out`` behind a later run's back."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def spawn_pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes for ``--jobs``: spawned, so each loads the cached data set itself."""
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    """Worker processes for ``--jobs``: spawned, so each loads the cached data set itself; each
+    exits when the run's process does (:func:`_exit_with_parent`)."""
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    )
 
 
 def _in_worker(name: str, src: DataSource, train: dict[str, Any]) -> tuple[Path, str]:

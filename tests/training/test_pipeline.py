@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +172,33 @@ def test_cli_train_defaults_to_a_fresh_run_folder(tmp_path: Path, monkeypatch: p
     assert len(runs) == 1 and (runs[0] / "text_only" / "1" / "model.onnx").exists()
     assert not (tmp_path / "models").exists()
     assert fresh_run_dir(tmp_path / "runs") != runs[0]  # a second run gets its own folder
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")  # a zombie has exited; only its parent has not reaped it
+
+
+def test_workers_exit_when_the_run_is_killed() -> None:
+    """``kill`` reaches only the run's own process: its ``--jobs`` workers must not go on training."""
+    script = (
+        "import os, time\n"
+        "from training.pipeline import spawn_pool\n"
+        "pool = spawn_pool(1)\n"
+        "print(pool.submit(os.getpid).result(), flush=True)\n"
+        "pool.submit(time.sleep, 120)\n"
+        "time.sleep(120)\n"
+    )
+    run_proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert run_proc.stdout is not None
+    worker = int(run_proc.stdout.readline())
+    assert _alive(worker)
+    run_proc.kill()
+    run_proc.wait()
+    deadline = time.monotonic() + 30
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(worker)
