@@ -211,9 +211,10 @@ class DataSource:
     spec: SpecOverrides | None
 
 
-def _load(
+def load_splits(
     src: DataSource,
 ) -> tuple[MultimodalDataset, MultimodalDataset, MultimodalDataset, MultimodalDataset]:
+    """``src``'s data set and its train, val and test splits (each must have rows)."""
     ds = load_dataset(
         src.source,
         seed=src.seed,
@@ -229,7 +230,7 @@ def _load(
 
 
 def _context(src: DataSource) -> _Context:
-    ds, train, val, test = _load(src)
+    ds, train, val, test = load_splits(src)
     train_t, val_t = _tensors(train), _tensors(val)
     noise = online_noise(train)
     calibration_set = calibration_rows(val, val_t, src.seed) if noise else None
@@ -375,7 +376,7 @@ def run(
     }  # fmt: skip
     found: dict[str, Path] = {}
     if jobs > 1 and len(models) > 1:
-        ds, train, val, test = _load(src)
+        ds, train, val, test = load_splits(src)
         with spawn_pool(min(jobs, len(models))) as pool:
             ordered = sorted(models, key=lambda n: -COST.get(n, 4))
             futures = {

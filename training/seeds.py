@@ -99,7 +99,7 @@ def train_seeds(
 
     ``jobs`` > 1 trains that many models at a time, each in its own spawned process, as
     ``train --jobs`` does; every model is the same as when trained alone."""
-    from training.pipeline import DataSource, spawn_pool, worker_context
+    from training.pipeline import DataSource, load_splits, spawn_pool
     from training.tiers_eval import evaluate_repository, load_eval_tiers
 
     src = DataSource(source, data_seed, limit, cache_dir, progress, None)
@@ -117,7 +117,7 @@ def train_seeds(
         found = dict(zip(tasks, paths, strict=True))
         tiers = load_eval_tiers(
             source,
-            worker_context(src).test,
+            load_splits(src)[3],  # the test split alone: no training tensors in this process
             seed=data_seed,
             limit=limit,
             cache_dir=cache_dir,
