@@ -94,6 +94,48 @@ class OnnxModel:
         return median_run_ms(self.session, feed, repeats)
 
 
+def take(arrays: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The ``rows`` of every array."""
+    return {k: v[rows] for k, v in arrays.items()}
+
+
+class SubsetPasses:
+    """One model's logits on one data set, per modality subset, each pass run once.
+
+    ``passes(subset)`` runs the model on the rows that have every modality of ``subset`` (a 0/1
+    vector over ``MODALITIES``) with the rest masked out, and keeps the answer: the side-by-side
+    evaluation and the report's tiers ask for the same subsets of the same test split.
+    """
+
+    def __init__(self, model: OnnxModel, ds: MultimodalDataset) -> None:
+        self.model, self.ds = model, ds
+        self.arrays = {
+            "image": np.asarray(ds.image),
+            "audio": np.asarray(ds.audio),
+            "text": np.asarray(ds.text),
+        }
+        self.mask = np.asarray(ds.mask, np.float32)
+        self._memo: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, subset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and row indices of the rows that have every modality of ``subset``."""
+        key = subset.tobytes()
+        if key not in self._memo:
+            mask = self.mask * subset
+            rows = np.flatnonzero(mask.sum(axis=1) == subset.sum())
+            self._memo[key] = self.model.logits(take(self.arrays, rows), mask[rows]), rows
+        return self._memo[key]
+
+    def present(self, own: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and row indices of the rows with any of the model's modalities ``own``, each
+        with what it has of them (one pass: the ``own`` subset's when every row has them all)."""
+        mask = self.mask * own
+        if (mask.sum(axis=1) == own.sum()).all():
+            return self(own)
+        rows = np.flatnonzero(mask.sum(axis=1) > 0)
+        return self.model.logits(take(self.arrays, rows), mask[rows]), rows
+
+
 def from_manifest(manifest: Manifest, onnx_bytes: int) -> Evaluation:
     """Rebuild an evaluation from the metrics stored in a manifest (for the report)."""
     m = manifest.metrics
@@ -117,25 +159,34 @@ def _accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
 
 
 def evaluate_model(
-    model_dir: Path, test: MultimodalDataset, *, params: int, train_seconds: float, seed: int = 0
+    model_dir: Path,
+    test: MultimodalDataset,
+    *,
+    params: int,
+    train_seconds: float,
+    seed: int = 0,
+    passes: SubsetPasses | None = None,
 ) -> Evaluation:
-    """Evaluate one exported model on the test split."""
-    model = OnnxModel(model_dir)
+    """Evaluate one exported model on the test split. ``passes``: this model's passes over
+    ``test``, to share with a later evaluation of the same split (made here if not given)."""
+    if passes is None or passes.ds is not test:
+        passes = SubsetPasses(OnnxModel(model_dir), test)
+    model = passes.model
     mods = [str(m) for m in model.manifest.modalities]
-    arrays = {"image": test.image, "audio": test.audio, "text": test.text}
-    full = np.array([[1.0 if m in mods else 0.0 for m in MODALITIES]], np.float32) * test.mask
+    arrays = passes.arrays
+    own = np.array([1.0 if m in mods else 0.0 for m in MODALITIES], np.float32)
+    full = own * passes.mask
     present = full.sum(axis=1) > 0
-    accuracy = _accuracy(model.predict(arrays, full)[present], test.label[present])
+    logits, rows = passes.present(own)  # the rows of ``present``, in order
+    clean = logits.argmax(axis=1)
+    accuracy = _accuracy(clean, test.label[rows])
 
     subsets: dict[str, float] = {}
     for subset in SUBSETS:
         if any(on and m not in mods for m, on in zip(MODALITIES, subset, strict=True)):
             continue
-        mask = test.mask * np.asarray(subset, np.float32)
-        keep = mask.sum(axis=1) == sum(subset)  # rows that really have every modality of the subset
-        subsets[subset_name(subset)] = _accuracy(
-            model.predict({k: v[keep] for k, v in arrays.items()}, mask[keep]), test.label[keep]
-        )
+        logits, rows = passes(np.asarray(subset, np.float32))
+        subsets[subset_name(subset)] = _accuracy(logits.argmax(axis=1), test.label[rows])
 
     robustness: dict[str, list[float]] = {}
     relative: dict[str, float] = {}
@@ -148,9 +199,10 @@ def evaluate_model(
         curve = []
         for level in NOISE_LEVELS:
             rng = np.random.default_rng([seed, int(level * 100), MODALITIES.index(modality)])
-            noisy = dict(arrays)
-            if level > 0:
-                noisy[modality] = noisers[modality](level, rng)
+            if level == 0:  # no noise drawn: the clean pass above
+                curve.append(accuracy)
+                continue
+            noisy = {**arrays, modality: noisers[modality](level, rng)}
             curve.append(_accuracy(model.predict(noisy, full)[present], test.label[present]))
         robustness[modality] = curve
         # MultiBench's relative robustness: the area under the accuracy-vs-noise curve (levels in [0, 1]).

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from app.media import MODALITIES
 from training.data import MultimodalDataset
-from training.evaluate import OnnxModel, subset_name
+from training.evaluate import OnnxModel, SubsetPasses, subset_name, take
 from training.fusion import FUSIONS, UNIMODAL
 from training.metrics import (
     N_BOOT,
@@ -37,7 +38,6 @@ from training.train import SUBSETS
 
 log = logging.getLogger(__name__)
 TIERS = ("benchmark", "clean", "unseen_speakers", "people_images")
-Arrays = dict[str, np.ndarray]
 
 
 def load_eval_tiers(
@@ -61,23 +61,30 @@ def load_eval_tiers(
     return {name: tiers[name] for name in TIERS if name in tiers and len(tiers[name])}
 
 
-def _arrays(ds: MultimodalDataset) -> Arrays:
-    return {"image": np.asarray(ds.image), "audio": np.asarray(ds.audio), "text": np.asarray(ds.text)}
-
-
-def _take(arrays: Arrays, rows: np.ndarray) -> Arrays:
-    return {k: v[rows] for k, v in arrays.items()}
-
-
 def _one_hot(modality: str) -> np.ndarray:
     return np.array([1.0 if m == modality else 0.0 for m in MODALITIES], np.float32)
+
+
+@dataclass
+class ModelTiers:
+    """One model's numbers on every tier, and the per-sample hits on the benchmark tier that the
+    repository's paired margins need. Plain data: a ``--jobs`` worker evaluates the model it
+    trained and hands this back to the run's process."""
+
+    path: Path
+    name: str
+    fusion: str
+    mods: list[str]
+    result: dict[str, Any]
+    subset_hits: dict[str, np.ndarray] = field(default_factory=dict)
+    subset_rows: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class _ModelEval:
     """One model's numbers on every tier; keeps the per-sample hits the paired margins need."""
 
-    def __init__(self, model_dir: Path, seed: int, n_boot: int) -> None:
-        self.model = OnnxModel(model_dir)
+    def __init__(self, model_dir: Path, seed: int, n_boot: int, model: OnnxModel | None = None) -> None:
+        self.model = OnnxModel(model_dir) if model is None else model
         self.name = self.model.manifest.name
         self.fusion = str(self.model.manifest.fusion)
         self.mods = [str(m) for m in self.model.manifest.modalities]
@@ -85,50 +92,30 @@ class _ModelEval:
         self.seed, self.n_boot = seed, n_boot
         self.subset_hits: dict[str, np.ndarray] = {}  # benchmark tier: hits on the rows with the subset
         self.subset_rows: dict[str, np.ndarray] = {}  # ... and those rows
-        self.cache: dict[tuple[int, bytes], tuple[np.ndarray, np.ndarray]] = {}  # one ONNX pass per mask
 
     def boot(self, hits: np.ndarray) -> dict[str, Any]:
         return bootstrap(hits, n_boot=self.n_boot, seed=self.seed)
 
-    def run_subset(
-        self, ds: MultimodalDataset, arrays: Arrays, subset: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Logits and row indices for the rows that have every modality of ``subset`` (memoised)."""
-        key = (id(ds), subset.tobytes())
-        if key not in self.cache:
-            mask = np.asarray(ds.mask, np.float32) * subset
-            rows = np.flatnonzero(mask.sum(axis=1) == subset.sum())
-            self.cache[key] = self.model.logits(_take(arrays, rows), mask[rows]), rows
-        return self.cache[key]
-
-    def tier(self, name: str, ds: MultimodalDataset) -> dict[str, Any]:
-        arrays, labels = _arrays(ds), np.asarray(ds.label)
-        mask = np.asarray(ds.mask, np.float32) * self.own
-        if (mask.sum(axis=1) == self.own.sum()).all():  # the usual case: the same pass as that subset
-            logits, rows = self.run_subset(ds, arrays, self.own)
-        else:
-            rows = np.flatnonzero(mask.sum(axis=1) > 0)
-            logits = self.model.logits(_take(arrays, rows), mask[rows])
+    def tier(self, name: str, passes: SubsetPasses) -> dict[str, Any]:
+        """The numbers of one tier; ``passes``: this model's memoised passes over the tier's rows."""
+        labels = np.asarray(passes.ds.label)
+        logits, rows = passes.present(self.own)
         out: dict[str, Any] = {"accuracy": self.boot(logits.argmax(1) == labels[rows])}
         if name in ("benchmark", "clean"):
             out["calibration"] = calibration(logits, labels[rows])
         if name == "benchmark":
-            out["subsets"], out["branches"] = self.subsets(ds, arrays, labels)
+            out["subsets"], out["branches"] = self.subsets(passes, labels)
         if name == "unseen_speakers" and "audio" in self.mods:
-            logits, rows = self.run_subset(ds, arrays, _one_hot("audio"))
+            logits, rows = passes(_one_hot("audio"))
             out["audio_only"] = self.boot(logits.argmax(1) == labels[rows])
         if name in ("people_images", "clean") and "image" in self.mods:
-            logits, rows = self.run_subset(ds, arrays, _one_hot("image"))
+            logits, rows = passes(_one_hot("image"))
             out["image_only"] = self.boot(logits.argmax(1) == labels[rows])
         if name == "clean" and self.fusion != "unimodal" and len(self.mods) == len(MODALITIES):
-            out["conflict"] = self.conflict(ds, arrays, labels)
-        if name != "benchmark":
-            self.cache.clear()  # the benchmark's subset passes are kept for nothing else
+            out["conflict"] = self.conflict(passes, labels)
         return out
 
-    def subsets(
-        self, ds: MultimodalDataset, arrays: Arrays, labels: np.ndarray
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    def subsets(self, passes: SubsetPasses, labels: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
         """Accuracy on each modality subset; a one-hot subset of a fusion is one of its branches."""
         subsets: dict[str, Any] = {}
         branches: dict[str, Any] = {}
@@ -136,7 +123,7 @@ class _ModelEval:
             s = np.asarray(subset, np.float32)
             if (s * (1 - self.own)).any():
                 continue
-            logits, rows = self.run_subset(ds, arrays, s)
+            logits, rows = passes(s)
             name = subset_name(subset)
             self.subset_hits[name], self.subset_rows[name] = logits.argmax(1) == labels[rows], rows
             subsets[name] = self.boot(self.subset_hits[name])
@@ -144,7 +131,7 @@ class _ModelEval:
                 branches[name] = calibration(logits, labels[rows])
         return subsets, branches
 
-    def conflict(self, ds: MultimodalDataset, arrays: Arrays, labels: np.ndarray) -> dict[str, Any]:
+    def conflict(self, passes: SubsetPasses, labels: np.ndarray) -> dict[str, Any]:
         """Swap one modality to another class's sample: whom does the answer follow?
 
         Also the agreement flag of the trust issue, by the server's own rule
@@ -153,18 +140,21 @@ class _ModelEval:
         modality's input is zeroed inside every fusion graph, so a swapped modality's opinion
         is the donor's own single-modality answer.
         """
-        full = np.flatnonzero(np.asarray(ds.mask).sum(axis=1) == len(MODALITIES))
+        arrays = passes.arrays
+        full = np.flatnonzero(passes.mask.sum(axis=1) == len(MODALITIES))
         ones = np.ones((len(full), len(MODALITIES)), np.float32)
-        if len(full) == len(labels):  # every row complete: the one-hot passes are already cached
-            passes = [self.run_subset(ds, arrays, _one_hot(m))[0] for m in MODALITIES]
+        if len(full) == len(labels):  # every row complete: these passes are already made
+            alone_logits = [passes(_one_hot(m))[0] for m in MODALITIES]
+            fused = passes(ones[0])[0].argmax(axis=1)
         else:
-            passes = [self.model.logits(_take(arrays, full), ones * _one_hot(m)) for m in MODALITIES]
-        alone = [softmax(p.astype(np.float64)) for p in passes]
-        arrays, labels = _take(arrays, full), labels[full]
+            alone_logits = [self.model.logits(take(arrays, full), ones * _one_hot(m)) for m in MODALITIES]
+            fused = self.model.predict(take(arrays, full), ones)
+        alone = [softmax(p.astype(np.float64)) for p in alone_logits]
+        arrays, labels = take(arrays, full), labels[full]
         donor = donors(labels, np.random.default_rng([self.seed, 7]))
         if donor is None:
             return {}
-        flagged, names_another = agreement_flags(alone, self.model.predict(arrays, ones))
+        flagged, names_another = agreement_flags(alone, fused)
         out: dict[str, Any] = {
             "clean_flagged": self.boot(flagged),
             "clean_names_another": self.boot(names_another),
@@ -193,7 +183,7 @@ def _pool(swapped: Mapping[str, Any], key: str) -> dict[str, Any]:
     return {"value": round(float(np.mean(values)), 4), "min": round(float(np.min(values)), 4)}
 
 
-def _margins(evals: list[_ModelEval], seed: int, n_boot: int) -> dict[str, dict[str, Any]]:
+def _margins(evals: list[ModelTiers], seed: int, n_boot: int) -> dict[str, dict[str, Any]]:
     """Each fusion's subset accuracy minus the matching unimodal baseline's, paired per sample.
 
     One modality: that modality's baseline. Two: the better of the two baselines (on the
@@ -215,7 +205,7 @@ def _margins(evals: list[_ModelEval], seed: int, n_boot: int) -> dict[str, dict[
     return out
 
 
-def _gap(evals: list[_ModelEval], seed: int, n_boot: int) -> dict[str, Any]:
+def _gap(evals: list[ModelTiers], seed: int, n_boot: int) -> dict[str, Any]:
     """Best fusion minus best unimodal baseline (benchmark, all three present), paired per sample."""
     full = subset_name([1] * len(MODALITIES))
     fusions = [e for e in evals if full in e.subset_hits]
@@ -225,7 +215,7 @@ def _gap(evals: list[_ModelEval], seed: int, n_boot: int) -> dict[str, Any]:
     best_f = max(fusions, key=lambda e: float(e.subset_hits[full].mean()))
     rows = best_f.subset_rows[full]
 
-    def on_rows(e: _ModelEval) -> np.ndarray:
+    def on_rows(e: ModelTiers) -> np.ndarray:
         m = e.mods[0]
         hits: np.ndarray = e.subset_hits[m][np.searchsorted(e.subset_rows[m], rows)]
         return hits
@@ -250,23 +240,46 @@ def headline(result: Mapping[str, Any]) -> dict[str, float]:
     return row
 
 
+def evaluate_model_tiers(
+    model_dir: Path,
+    tiers: Mapping[str, MultimodalDataset],
+    *,
+    seed: int = 0,
+    n_boot: int = N_BOOT,
+    benchmark: SubsetPasses | None = None,
+) -> ModelTiers:
+    """One model on every tier. ``benchmark``: passes already made over the benchmark tier's data
+    set by this model (``evaluate_model``'s, in training), reused rather than run again."""
+    e = _ModelEval(model_dir, seed, n_boot, benchmark.model if benchmark is not None else None)
+    result: dict[str, Any] = {"fusion": e.fusion, "modalities": e.mods, "tiers": {}}
+    for name, ds in tiers.items():
+        reuse = benchmark is not None and name == "benchmark" and benchmark.ds is ds
+        passes = benchmark if reuse and benchmark is not None else SubsetPasses(e.model, ds)
+        result["tiers"][name] = e.tier(name, passes)  # a tier's passes are dropped after it
+    result["headline"] = headline(result)
+    log.info("%s evaluated on tiers %s", e.name, list(tiers))
+    return ModelTiers(model_dir, e.name, e.fusion, e.mods, result, e.subset_hits, e.subset_rows)
+
+
 def evaluate_repository(
-    model_dirs: list[Path], tiers: Mapping[str, MultimodalDataset], *, seed: int = 0, n_boot: int = N_BOOT
+    model_dirs: list[Path],
+    tiers: Mapping[str, MultimodalDataset],
+    *,
+    seed: int = 0,
+    n_boot: int = N_BOOT,
+    done: Mapping[Path, ModelTiers] | None = None,
 ) -> dict[str, Any]:
-    """Every model on every tier, plus the paired margins against the unimodal baselines."""
-    evals: list[_ModelEval] = []
-    models: dict[str, Any] = {}
-    for d in model_dirs:
-        e = _ModelEval(d, seed, n_boot)
-        result: dict[str, Any] = {"fusion": e.fusion, "modalities": e.mods, "tiers": {}}
-        for name, ds in tiers.items():
-            result["tiers"][name] = e.tier(name, ds)
-        result["headline"] = headline(result)
-        models[e.name] = result
-        evals.append(e)
-        log.info("%s evaluated on tiers %s", e.name, list(tiers))
+    """Every model on every tier, plus the paired margins against the unimodal baselines.
+
+    ``done``: models already evaluated on these tiers with this seed (by ``--jobs`` workers,
+    right after training), by folder; the rest are evaluated here."""
+    ready = {Path(d).resolve(): e for d, e in (done or {}).items()}
+    evals = [
+        ready.get(Path(d).resolve()) or evaluate_model_tiers(d, tiers, seed=seed, n_boot=n_boot)
+        for d in model_dirs
+    ]
     order = {name: i for i, name in enumerate((*FUSIONS, *UNIMODAL))}
-    models = dict(sorted(models.items(), key=lambda kv: order.get(kv[0], len(order))))
+    models = {e.name: dict(e.result) for e in sorted(evals, key=lambda e: order.get(e.name, len(order)))}
     for name, margins in _margins(evals, seed, n_boot).items():
         models[name]["margins"] = margins
     return {
@@ -287,7 +300,9 @@ def evaluate_tiers(
     limit: int | None = None,
     cache_dir: Path | None = None,
     progress: bool = True,
+    done: Mapping[Path, ModelTiers] | None = None,
 ) -> dict[str, Any]:
-    """The pipeline's entry point: load the tiers of ``source`` and evaluate every model on them."""
+    """The pipeline's entry point: load the tiers of ``source`` and evaluate every model on them
+    (``done``: those evaluated already, see :func:`evaluate_repository`)."""
     tiers = load_eval_tiers(source, test, seed=seed, limit=limit, cache_dir=cache_dir, progress=progress)
-    return evaluate_repository(model_dirs, tiers, seed=seed)
+    return evaluate_repository(model_dirs, tiers, seed=seed, done=done)

@@ -18,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from app.manifest import sha256_file
 from tests.app.fakes import IR_VERSION, ONNX_TYPES, OPSET, SPECS, make_manifest
 from training.data import MultimodalDataset
+from training.evaluate import OnnxModel, SubsetPasses, evaluate_model
 from training.metrics import (
     agreement_flags,
     bootstrap,
@@ -27,7 +28,7 @@ from training.metrics import (
     paired_difference,
     reliability,
 )
-from training.tiers_eval import evaluate_repository, load_eval_tiers
+from training.tiers_eval import evaluate_model_tiers, evaluate_repository, load_eval_tiers
 
 ALL = ["image", "audio", "text"]
 READ = {"image": (1 / 20, 0.0), "audio": (10.0, 0.0), "text": (1.0, -48.0)}  # class = round(x0 * a + b)
@@ -216,6 +217,39 @@ def test_missing_rows_are_left_out_of_subsets(repo: list[Path]) -> None:
     conflict = out["models"]["late"]["tiers"]["clean"]["conflict"]  # complete rows only
     assert (
         conflict["clean_flagged"]["n"] == 30 and conflict["swapped"]["audio"]["follow_agreeing"]["value"] == 1
+    )
+
+
+@pytest.mark.parametrize("complete", [True, False])
+def test_numbers_handed_back_by_training_workers_are_the_ones_made_in_one_place(
+    repo: list[Path], complete: bool
+) -> None:
+    """``--jobs`` workers evaluate the model they trained (side by side, then on the tiers, with the
+    benchmark passes shared between the two) and hand the tier numbers back: the report gets
+    exactly what evaluating every model in the run's own process gives."""
+    labels = np.arange(60) % 10
+    mask = np.ones((60, 3), np.float32)
+    if not complete:
+        mask[:12, 1] = 0  # rows without audio: the shared pass is not the model's full-mask pass
+    wrong = {"image": np.r_[0:6, 10:25], "text": np.arange(6)}  # rows 0-5: two wrong votes agree
+    test = dataset(labels, wrong=wrong, mask=mask)
+    tiers = {"benchmark": test, "clean": dataset(labels, mask=mask)}
+    arrays = {"image": test.image, "audio": test.audio, "text": test.text}
+    done = {}
+    for d in repo:
+        alone = evaluate_model(d, test, params=1, train_seconds=1.0)
+        passes = SubsetPasses(OnnxModel(d), test)
+        shared = evaluate_model(d, test, params=1, train_seconds=1.0, passes=passes)
+        assert {**shared.metrics(), "latency_ms": 0} == {**alone.metrics(), "latency_ms": 0}
+        # against one plain run over every row, each with what it has of the model's modalities
+        own = np.array([m in alone.modalities for m in ALL], np.float32)
+        present = (mask * own).sum(axis=1) > 0
+        pred = passes.model.predict(arrays, mask * own)
+        assert alone.accuracy == round(float((pred == labels)[present].mean()), 4)
+        assert all(curve[0] == alone.accuracy for curve in alone.robustness.values())  # level 0: clean
+        done[d] = evaluate_model_tiers(d, tiers, seed=0, n_boot=50, benchmark=passes)
+    assert evaluate_repository(repo, tiers, n_boot=50, done=done) == evaluate_repository(
+        repo, tiers, n_boot=50
     )
 
 

@@ -18,6 +18,7 @@ from app.manifest import Manifest
 from training.cli import app, fresh_run_dir
 from training.data import load_dataset
 from training.pipeline import latest_models, report, resolve_models, run
+from training.tiers_eval import evaluate_tiers
 
 LIMIT = 200
 
@@ -105,7 +106,12 @@ def test_parallel_jobs_give_the_same_model_files(trained: Path, tmp_path: Path) 
         assert (tmp_path / name / "1" / "model.onnx").read_bytes() == (
             trained / name / "1" / "model.onnx"
         ).read_bytes()
-    assert json.loads((tmp_path / "report.json").read_text())["jobs"] == 2
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["jobs"] == 2
+    # each worker evaluated its model on the tiers and handed the numbers back: the same ones
+    test = load_dataset("default", limit=LIMIT, progress=False).split_view("test")
+    again = evaluate_tiers(latest_models(tmp_path), "default", test, limit=LIMIT, progress=False)
+    assert saved["evaluation"] == json.loads(json.dumps(again))
 
 
 def test_resolve_models() -> None:
