@@ -177,3 +177,36 @@ def test_seeds_section_names_a_served_model_trained_on_another_build() -> None:
     assert f"The first seed of `late` is the served model, trained on build `{'a' * 16}`" in mixed[2]
     assert "`gated`" not in mixed[2]  # its served model and its seeds share one build
     assert "same data" in tiers_report.seeds_section(seeds)[0]
+
+
+def _loss_ev(kind: str) -> dict[str, Any]:
+    """A fusion of ``kind`` that loses significantly with only text present."""
+    stat = {"value": 0.6, "ci": [0.58, 0.62], "n": 2000}
+    loss = {"baseline": "text_only", "value": -0.05, "ci": [-0.07, -0.03], "significant_loss": True}
+    model = {
+        "fusion": kind,
+        "modalities": ALL,
+        "tiers": {"benchmark": {"accuracy": stat, "subsets": {"text": stat}}},
+        "margins": {"text": loss},
+    }
+    return {"models": {"mine": model}}
+
+
+@pytest.mark.parametrize(("kind", "met"), [("early", True), ("late", False)])
+def test_a_significant_missing_modality_loss_counts_only_when_the_report_says_why(
+    kind: str, met: bool
+) -> None:
+    """Issue 10: a fusion below its baseline with modalities missing is acceptable only when the
+    report marks the loss significant and says why (early fusion's design); any other is a miss."""
+    ev = _loss_ev(kind)
+    section = "\n".join(tiers_report.margins_section(ev))
+    assert "| `mine` | text |" in section and "**significant loss**" in section
+    why = "- **Why `mine` loses significantly:** " + (
+        tiers_report.MISSING_LOSS_WHY["early"] if met else "no reason is known."
+    )
+    assert why in section
+    row = next(t for t in verdicts.targets(ev) if t[0].startswith("one or two modalities missing"))
+    assert row[1] is met
+    assert row[2].startswith(
+        "significant losses (each explained" if met else "significant losses (unexplained: `mine`)"
+    )
