@@ -35,6 +35,7 @@ from training.fusion import FUSIONS, UNIMODAL, Features
 from training.graph import featurize
 from training.online_noise import SHARE as ONLINE_SHARE
 from training.online_noise import OnlineNoise
+from training.prune import measure_latencies
 from training.report import write_report
 from training.tiers_eval import ModelTiers, evaluate_model_tiers, evaluate_tiers, load_eval_tiers
 from training.train import EPOCH_MULTIPLIER, TrainConfig, cycled_masks, predict_logits, train_model
@@ -434,6 +435,9 @@ def run(
             if progress:
                 print(line)
     dirs = [found[name] for name in models]
+    # Latency again, now that no model is training beside it: the models take turns, so a slow
+    # phase of the machine is shared (a worker's own measurement ran next to the other's training).
+    measure_latencies(dirs)
     info_all = {
         "models": models,
         "data": source,

@@ -208,3 +208,30 @@ def test_workers_exit_when_the_run_is_killed() -> None:
     while _alive(worker) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _alive(worker)
+
+
+def test_latency_is_measured_after_training_with_the_models_taking_turns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's own latency ran beside the other worker's training; the run measures again once
+    every model is trained (``measure_latencies``), and that is what the manifests and report keep."""
+    import training.pipeline as pipeline
+
+    seen: list[list[Path]] = []
+    measured: dict[Path, dict[str, float]] = {}
+    real = pipeline.measure_latencies
+
+    def recording(dirs: list[Path]) -> dict[Path, dict[str, float]]:
+        assert all("latency_ms" in Manifest.read(d / "manifest.json").metrics for d in dirs)  # evaluated
+        seen.append(list(dirs))
+        measured.update(real(dirs, rounds=2, repeats=3))
+        return measured
+
+    monkeypatch.setattr(pipeline, "measure_latencies", recording)
+    dirs = run(["text_only", "image_only"], limit=LIMIT, epochs=1, out=tmp_path, progress=False)
+    assert seen == [dirs]
+    report = (tmp_path / "REPORT.md").read_text()
+    for d in dirs:
+        latency = Manifest.read(d / "manifest.json").metrics["latency_ms"]
+        assert latency == measured[d] and latency["batch_64"] > latency["batch_1"] > 0
+        assert f"| {latency['batch_1']:.2f} | {latency['batch_64']:.2f} |" in report
