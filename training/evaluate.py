@@ -117,6 +117,10 @@ class SubsetPasses:
         self.mask = np.asarray(ds.mask, np.float32)
         self._memo: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
 
+    def serve(self, model_dir: Path, ds: MultimodalDataset) -> bool:
+        """Whether these are the passes of the model in ``model_dir`` over ``ds``."""
+        return self.ds is ds and self.model.path.resolve() == (model_dir / "model.onnx").resolve()
+
     def __call__(self, subset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Logits and row indices of the rows that have every modality of ``subset``."""
         key = subset.tobytes()
@@ -169,7 +173,7 @@ def evaluate_model(
 ) -> Evaluation:
     """Evaluate one exported model on the test split. ``passes``: this model's passes over
     ``test``, to share with a later evaluation of the same split (made here if not given)."""
-    if passes is None or passes.ds is not test:
+    if passes is None or not passes.serve(model_dir, test):
         passes = SubsetPasses(OnnxModel(model_dir), test)
     model = passes.model
     mods = [str(m) for m in model.manifest.modalities]

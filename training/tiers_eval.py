@@ -250,11 +250,12 @@ def evaluate_model_tiers(
 ) -> ModelTiers:
     """One model on every tier. ``benchmark``: passes already made over the benchmark tier's data
     set by this model (``evaluate_model``'s, in training), reused rather than run again."""
-    e = _ModelEval(model_dir, seed, n_boot, benchmark.model if benchmark is not None else None)
+    bench = benchmark if benchmark is not None and benchmark.serve(model_dir, benchmark.ds) else None
+    e = _ModelEval(model_dir, seed, n_boot, bench.model if bench is not None else None)
     result: dict[str, Any] = {"fusion": e.fusion, "modalities": e.mods, "tiers": {}}
     for name, ds in tiers.items():
-        reuse = benchmark is not None and name == "benchmark" and benchmark.ds is ds
-        passes = benchmark if reuse and benchmark is not None else SubsetPasses(e.model, ds)
+        reuse = bench is not None and name == "benchmark" and bench.ds is ds
+        passes = bench if reuse and bench is not None else SubsetPasses(e.model, ds)
         result["tiers"][name] = e.tier(name, passes)  # a tier's passes are dropped after it
     result["headline"] = headline(result)
     log.info("%s evaluated on tiers %s", e.name, list(tiers))

@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from app.manifest import Manifest
+from training import tiers_eval
 from training.cli import app, fresh_run_dir
 from training.data import load_dataset
 from training.pipeline import latest_models, report, resolve_models, run
@@ -94,14 +95,23 @@ def test_report_accuracy_matches_an_independent_onnx_run(trained: Path) -> None:
     assert accuracy == pytest.approx(float((pred == test.label).mean()), abs=1e-4)
 
 
-def test_parallel_jobs_give_the_same_model_files(trained: Path, tmp_path: Path) -> None:
+def test_parallel_jobs_give_the_same_model_files(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``--jobs 2`` (make train) trains each model in its own spawned process: the files are the
     ones a one-process run writes, byte for byte. Run through the CLI, as ``make train`` does, so
     the worker gets the CLI's spec options too."""
     args = ["train", "--fusion", "text_only,late", "--limit", str(LIMIT), "--epochs", "2"]
     args += ["--out", str(tmp_path), "--version", "1", "--jobs", "2", "--no-progress"]
+    evaluated_here: list[Path] = []  # in the run's process; the workers are spawned, unpatched
+    real = tiers_eval.evaluate_model_tiers
+    monkeypatch.setattr(
+        tiers_eval, "evaluate_model_tiers", lambda d, *a, **k: evaluated_here.append(d) or real(d, *a, **k)
+    )
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
+    assert evaluated_here == []  # every model's tier numbers came back from its worker
+    monkeypatch.undo()
     for name in ("text_only", "late"):
         assert (tmp_path / name / "1" / "model.onnx").read_bytes() == (
             trained / name / "1" / "model.onnx"
