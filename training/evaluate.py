@@ -2,7 +2,9 @@
 
 Per model: clean test accuracy, accuracy on each of the 7 non-empty modality subsets,
 robustness curves (accuracy as one modality gets noisier, the others clean), relative
-robustness, parameter count, ONNX size, latency at batch 1 and 64 (one thread).
+robustness, parameter count, ONNX size. Latency is not measured here but by the run once every
+model is trained (:func:`training.prune.measure_latencies`): beside a training worker it would
+measure the neighbour.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from app.manifest import Manifest
 from app.media import MODALITIES
 from training.data import MultimodalDataset
 from training.data.noise import audio_noise, image_noise, text_noise
-from training.prune import median_run_ms, single_thread_session
+from training.prune import single_thread_session
 from training.train import SUBSETS
 
 NOISE_LEVELS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -42,17 +44,18 @@ class Evaluation:
     params: int
     onnx_bytes: int
     latency_ms: dict[str, float]
+    """Empty until the run measures it (``measure_latencies`` writes it into the manifest)."""
     train_seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, Any]:
-        """The subset written into the manifest's ``metrics``."""
+        """The subset written into the manifest's ``metrics`` (latency only once measured)."""
         return {
             "test_accuracy": self.accuracy,
             "subset_accuracy": self.subsets,
             "robustness": self.robustness,
             "relative_robustness": self.relative_robustness,
-            "latency_ms": self.latency_ms,
+            **({"latency_ms": self.latency_ms} if self.latency_ms else {}),
             "params": self.params,
             "onnx_bytes": self.onnx_bytes,
             "train_seconds": self.train_seconds,
@@ -86,12 +89,6 @@ class OnnxModel:
     def predict(self, arrays: dict[str, np.ndarray], mask: np.ndarray, batch: int = 500) -> np.ndarray:
         """Predicted class per row."""
         return self.logits(arrays, mask, batch).argmax(axis=1)
-
-    def latency_ms(self, arrays: dict[str, np.ndarray], batch: int, repeats: int = 50) -> float:
-        """Median wall time of one session.run at ``batch`` rows."""
-        rows = np.arange(batch) % len(next(iter(arrays.values())))  # repeat rows of a small test set
-        feed = self.feeds({k: v[rows] for k, v in arrays.items()}, np.ones((batch, 3), np.float32))
-        return median_run_ms(self.session, feed, repeats)
 
 
 def take(arrays: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -212,7 +209,6 @@ def evaluate_model(
         # MultiBench's relative robustness: the area under the accuracy-vs-noise curve (levels in [0, 1]).
         relative[modality] = round(float(np.trapezoid(curve, NOISE_LEVELS)), 4)
 
-    latency = {f"batch_{b}": model.latency_ms(arrays, b) for b in (1, 64)}
     return Evaluation(
         name=model.manifest.name,
         fusion=model.manifest.fusion,
@@ -223,6 +219,6 @@ def evaluate_model(
         relative_robustness=relative,
         params=params,
         onnx_bytes=model.path.stat().st_size,
-        latency_ms=latency,
+        latency_ms={},
         train_seconds=train_seconds,
     )

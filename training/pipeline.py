@@ -435,8 +435,8 @@ def run(
             if progress:
                 print(line)
     dirs = [found[name] for name in models]
-    # Latency again, now that no model is training beside it: the models take turns, so a slow
-    # phase of the machine is shared (a worker's own measurement ran next to the other's training).
+    # Latency, only now that no model is training beside it; the models take turns, so a slow
+    # phase of the machine is shared (evaluate_model leaves it to this step).
     measure_latencies(dirs)
     info_all = {
         "models": models,
